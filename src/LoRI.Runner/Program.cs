@@ -12,6 +12,7 @@ public static class Program
     public static readonly Verb[] Verbs =
     [
         InfoVerb.Verb,
+        TokenizeVerb.Verb,
     ];
 
     public static int Main(string[] argv)
