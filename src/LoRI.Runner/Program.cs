@@ -11,6 +11,7 @@ public static class Program
     /// <summary>Every verb, in the order `help` lists them. Each lives in Verbs/NameVerb.cs.</summary>
     public static readonly Verb[] Verbs =
     [
+        InitModelVerb.Verb,
         InfoVerb.Verb,
         GenerateVerb.Verb,
         ScoreVerb.Verb,
