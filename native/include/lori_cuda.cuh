@@ -118,6 +118,18 @@ __device__ __forceinline__ float block_sum(float v, float* scratch)
     return warp_sum(v);
 }
 
+// Maximum over the block, like block_sum.
+__device__ __forceinline__ float block_max(float v, float* scratch)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < warps ? scratch[lane] : -__int_as_float(0x7f800000);
+    return warp_max(v);
+}
+
 // ---- tensor-core wrappers (sm_80+) --------------------------------------------------------------
 
 // D = A B + C for one warp. A 16x16 row-major, B 16x8 column-major (bf16), C/D 16x8 f32, held in the

@@ -18,10 +18,14 @@ public static class KernelSources
     public static string Source(string family) => Resource($"kernels/{family}.cu")
         ?? throw new LoRIException($"no kernel source '{family}.cu' is embedded in LoRI.Cuda (known: {string.Join(", ", Families)})");
 
-    /// <summary>The headers as the kernels include them ("../include/lori_cuda.cuh").</summary>
+    /// <summary>
+    /// The headers under every name they are included by: "../include/lori_cuda.cuh" from a kernel,
+    /// "lori_cuda.cuh" from a sibling header.
+    /// </summary>
     public static IReadOnlyDictionary<string, string> Headers { get; } = typeof(KernelSources).Assembly.GetManifestResourceNames()
         .Where(n => n.StartsWith("include/", StringComparison.Ordinal))
-        .ToDictionary(n => "../" + n, n => Resource(n)!);
+        .SelectMany(n => new[] { ("../" + n, n), (n["include/".Length..], n) })
+        .ToDictionary(p => p.Item1, p => Resource(p.Item2)!);
 
     private static string? Resource(string name)
     {
