@@ -179,7 +179,8 @@ public sealed unsafe class CudaDriver : ICudaDriver
 
     public CudaStream CreateStream()
     {
-        ThrowIfFailed(CudaApi.cuStreamCreate(out var s, 1 /* CU_STREAM_NON_BLOCKING */));
+        // a blocking stream: the synchronous copies (legacy default stream) stay ordered with its work
+        ThrowIfFailed(CudaApi.cuStreamCreate(out var s, 0));
         return new CudaStream(this, s);
     }
 
