@@ -12,6 +12,8 @@ public static class Program
     public static readonly Verb[] Verbs =
     [
         InfoVerb.Verb,
+        GenerateVerb.Verb,
+        ScoreVerb.Verb,
     ];
 
     public static int Main(string[] argv)

@@ -38,9 +38,11 @@ public sealed class LlamaBuffers
 /// A LlamaForCausalLM: the graph, written once against IBackend. Forward runs a batch of tokens from any
 /// number of sequences (each its own KV-cache slot) and produces logits for chosen rows.
 /// </summary>
-public sealed class LlamaModel : IDisposable
+public sealed partial class LlamaModel : IDisposable
 {
     private readonly Workspace _ws;
+    /// <summary>What backs the weights' memory (the memory-mapped checkpoint), disposed with the model.</summary>
+    private IDisposable? _owner;
 
     public LlamaConfig Config { get; }
     public IBackend Backend { get; }
@@ -143,6 +145,8 @@ public sealed class LlamaModel : IDisposable
         _ws.Dispose();
         InvFreq.Dispose();
         Weights.Dispose();
+        _owner?.Dispose();
+        _owner = null;
     }
 
     /// <summary>
