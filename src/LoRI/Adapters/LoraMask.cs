@@ -1,5 +1,7 @@
 using System.Text;
+using LoRI.IO;
 using LoRI.Model;
+using LoRI.Tensors;
 
 namespace LoRI.Adapters;
 
@@ -176,5 +178,42 @@ public sealed class LoraMask
         }
         sb.AppendLine($" {100 * Density,8:F2}%");
         return sb.ToString();
+    }
+
+    /// <summary>
+    /// Writes one BOOL tensor [Out, Rank] per B key (the adapter file's keys, no `.default`), sorted, atomically.
+    /// </summary>
+    public void Save(string path)
+    {
+        var w = new SafeTensorsWriter();
+        w.Metadata["format"] = "pt";
+        foreach (var e in _entries.Values.OrderBy(e => e.Key, StringComparer.Ordinal))
+            w.Add(e.Key, DType.Bool, [e.Out, e.Rank], e.Keep);
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        w.Write(path);
+    }
+
+    /// <summary>Reads a mask file: BOOL or U8 tensors of 0/1 under B keys (`.default` tolerated).</summary>
+    public static LoraMask Load(string path)
+    {
+        if (!File.Exists(path)) throw new InvalidFileException(path, "mask file not found");
+        using var f = SafeTensorsFile.Open(path);
+        var entries = new List<MaskEntry>();
+        foreach (var t in f.Tensors)
+        {
+            if (!PeftAdapter.TryParseBKey(t.Name, out int layer, out var p))
+                throw new InvalidFileException(path, $"tensor '{t.Name}' is not a lora_B key (base_model.model.model.layers.{{i}}.{{self_attn|mlp}}.{{proj}}.lora_B.weight)");
+            if (t.DType is not (DType.Bool or DType.U8))
+                throw new InvalidFileException(path, $"mask '{t.Name}' is {t.DType.SafetensorsName()}; expected BOOL or U8");
+            if (t.Shape.Length != 2) throw new InvalidFileException(path, $"mask '{t.Name}' has shape {DTypes.ShapeString(t.Shape)}; expected [out, rank]");
+            var keep = f.Bytes(t).ToArray();
+            for (int i = 0; i < keep.Length; i++)
+                if (keep[i] > 1) throw new InvalidFileException(path, $"mask '{t.Name}' holds {keep[i]} at element {i}; expected 0 or 1");
+            if (entries.Any(e => e.Layer == layer && e.Proj == p)) throw new InvalidFileException(path, $"mask for '{t.Name}' appears twice");
+            entries.Add(new MaskEntry(layer, p, t.Shape[0], t.Shape[1], keep));
+        }
+        if (entries.Count == 0) throw new InvalidFileException(path, "the mask file holds no tensors");
+        return new LoraMask(entries);
     }
 }
