@@ -1,23 +1,27 @@
 using LoRI.Backend.Cpu;
 using LoRI.Cuda.Backend;
 using LoRI.Cuda.Checks;
+using LoRI.Cuda.Driver;
 
 namespace LoRI.Tests.Cuda;
 
 /// <summary>
-/// Every CUDA kernel under the host emulator, held against the CPU backend (or a double-precision loop
-/// for the ops beyond IBackend), at tile-aligned and ragged shapes and at several block sizes. The
-/// checks themselves live in LoRI.Cuda.Checks.KernelChecks, shared with `selftest`.
+/// Every CUDA kernel held against the CPU backend (or a double-precision loop for the ops beyond
+/// IBackend), at tile-aligned and ragged shapes and at several block sizes. The checks live in
+/// LoRI.Cuda.Checks.KernelChecks, shared with `selftest`. Bound to the emulator (runs in CI) and to a
+/// real device (skipped with the reason where there is none).
 /// </summary>
-public class CudaKernelTests
+public abstract class CudaKernelTestsBase
 {
-    private static CudaBackend? _device;
-    private static CpuBackend? _cpu;
+    private CudaBackend? _device;
+    private CpuBackend? _cpu;
+
+    private protected abstract CudaBackend OpenDevice();
 
     [OneTimeSetUp]
     public void Open()
     {
-        _device = CudaBackend.CreateEmulated();
+        _device = OpenDevice();
         _cpu = new CpuBackend();
     }
 
@@ -42,5 +46,21 @@ public class CudaKernelTests
         var r = KernelChecks.RunOne(check, _device, _cpu!, ragged, timingRepeats: 0);
         TestContext.Out.WriteLine(r.Detail);
         Assert.That(r.Passed, Is.True, r.Detail);
+    }
+}
+
+public class CudaKernelTests : CudaKernelTestsBase
+{
+    private protected override CudaBackend OpenDevice() => CudaBackend.CreateEmulated();
+}
+
+[Category("GPU")]
+public class DeviceKernelTests : CudaKernelTestsBase
+{
+    private protected override CudaBackend OpenDevice()
+    {
+        var d = CudaDriver.TryOpen(0, out var reason);
+        if (d is null) Assert.Ignore($"needs a CUDA device: {reason}");
+        return new CudaBackend(d!);
     }
 }
