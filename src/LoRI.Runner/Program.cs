@@ -15,6 +15,8 @@ public static class Program
         InfoVerb.Verb,
         GenerateVerb.Verb,
         ScoreVerb.Verb,
+        SelftestVerb.Verb,
+        PtxVerb.Verb,
     ];
 
     public static int Main(string[] argv)

@@ -2,7 +2,6 @@ using System.Text;
 using System.Text.Json;
 using LoRI.Adapters;
 using LoRI.Backend;
-using LoRI.Backend.Cpu;
 using LoRI.Model;
 using LoRI.Text;
 
@@ -71,12 +70,17 @@ public sealed class Session : IDisposable
         return (spec, 1f);
     }
 
-    public static IBackend CreateBackend(string device) => device switch
+    public static IBackend CreateBackend(string device)
     {
-        "cpu" or "auto" => new CpuBackend(),
-        "cuda" or "cuda-emu" => throw new UsageException($"--device {device}: the CUDA backend is not part of this build yet"),
-        _ => throw new UsageException($"--device: expected cpu, cuda, cuda-emu or auto, found '{device}'"),
-    };
+        try
+        {
+            return LoRI.Cuda.Devices.Create(device);
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException($"--device: {e.Message}");
+        }
+    }
 
     /// <summary>The stop ids of the model: config/generation_config eos ids, else the tokenizer's.</summary>
     public int[] EosIds => Model.Config.EosTokenIds.Length > 0 ? Model.Config.EosTokenIds : Tokenizer.EosIds.ToArray();
