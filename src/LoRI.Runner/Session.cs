@@ -14,7 +14,7 @@ public sealed class Session : IDisposable
     public required LlamaTokenizer Tokenizer { get; init; }
     public required string Device { get; init; }
 
-    public const string DeviceUsage = "[--device cpu|cuda|cuda-emu|auto]";
+    public const string DeviceUsage = "[--device cpu|cuda|cuda:N|cuda-emu|auto]";
     public const string AdapterUsage = "[--adapter DIR[:WEIGHT] ...] [--merge]";
 
     /// <summary>The adapters attached to the model (unmerged as its hook, or merged into its weights), or null.</summary>

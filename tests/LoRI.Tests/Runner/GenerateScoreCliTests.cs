@@ -142,6 +142,16 @@ public class GenerateScoreCliTests
     }
 
     [Test]
+    public void Score_OnTheCudaEmulator_MatchesTheCpu()
+    {
+        string[] Args(string device) => ["score", "--model", Model, "--ids", "3,70,71,72,10,200", "--json", "--device", device];
+        var cpu = LogProbs(Cli.Run(Args("cpu")).Out);
+        var emu = Cli.Run(Args("cuda-emu"));
+        Assert.That(emu.ExitCode, Is.Zero, emu.Err);
+        Assert.That(LogProbs(emu.Out), Is.EqualTo(cpu).Within(1e-4));
+    }
+
+    [Test]
     public void Errors_AreOneLine_WithExitCodes()
     {
         var missing = Cli.Run("generate", "--model", Path.Combine(Model, "nope"), "--prompt", "x");
