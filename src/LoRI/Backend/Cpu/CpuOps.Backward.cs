@@ -74,8 +74,8 @@ public static partial class CpuOps
             int pos = positions[n];
             for (int i = 0; i < half; i++)
             {
-                float angle = pos * invFreq[i];
-                float c = MathF.Cos(angle), s = MathF.Sin(angle);
+                // The forward's angle and SinCos, so the backward rotates by exactly the negated angle.
+                var (s, c) = MathF.SinCos(pos * invFreq[i]);
                 for (int h = 0; h < heads; h++)
                 {
                     int o = n * width + h * headDim + i;
