@@ -11,7 +11,10 @@ public static class Program
     /// <summary>Every verb, in the order `help` lists them. Each lives in Verbs/NameVerb.cs.</summary>
     public static readonly Verb[] Verbs =
     [
+        InitModelVerb.Verb,
         InfoVerb.Verb,
+        GenerateVerb.Verb,
+        ScoreVerb.Verb,
     ];
 
     public static int Main(string[] argv)
