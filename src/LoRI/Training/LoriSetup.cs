@@ -1,3 +1,4 @@
+using LoRI.Adapters;
 using LoRI.Model;
 using LoRI.Tensors;
 
@@ -52,7 +53,7 @@ public static class TrainMethods
     };
 }
 
-/// <summary>The LoRI pieces that need no model: A's draw, trainable-parameter counts, the magnitude mask.</summary>
+/// <summary>The LoRI pieces that need no model: A's draw, a fresh adapter, trainable-parameter counts (the mask rule is LoRI.Adapters.LoraMask).</summary>
 public static class LoriSetup
 {
     /// <summary>The PEFT module name of a target, e.g. "model.layers.3.self_attn.q_proj": the key A's stream is drawn from.</summary>
@@ -116,64 +117,35 @@ public static class LoriSetup
     }
 
     /// <summary>
-    /// The global magnitude mask of lori-method.md section 2: pool |B| over every given matrix, threshold =
-    /// the k-th largest with k = floor((1 - sparsity) * N), mask = |B| >= threshold (ties at the threshold are
-    /// kept, so a mask may hold more than k entries). k = 0 keeps nothing. The selection is an exact radix
-    /// select on the bits of |B| (monotonic for non-negative floats), so no copy of the pooled values is made.
-    /// Returns the threshold.
+    /// A fresh adapter for training: every target of every layer, A drawn by DrawA from the seed, B = 0 (peft's init).
     /// </summary>
-    public static float MagnitudeMask(IReadOnlyList<ReadOnlyMemory<float>> bs, double sparsity, IReadOnlyList<Memory<bool>> masks)
+    public static LoraAdapter CreateAdapter(LlamaConfig c, int rank, double alpha, IReadOnlyList<Proj> targets, AInit init,
+                                            ulong seed, string? baseModel = null)
     {
-        if (masks.Count != bs.Count) throw new ArgumentException($"{bs.Count} matrices but {masks.Count} masks");
-        long n = 0;
-        for (int t = 0; t < bs.Count; t++)
-        {
-            if (masks[t].Length != bs[t].Length) throw new ArgumentException($"mask {t} has {masks[t].Length} entries for a B of {bs[t].Length}");
-            n += bs[t].Length;
-        }
-        long k = KeptCount(n, sparsity);
-        if (k == 0)
-        {
-            foreach (var m in masks) m.Span.Clear();
-            return float.PositiveInfinity;
-        }
-        // Find the k-th largest |B| bit pattern: top 16 bits first, then the low 16 within that bucket.
-        var hist = new long[1 << 16];
-        foreach (var b in bs)
-            foreach (var v in b.Span)
+        var modules = new List<LoraModule>();
+        for (int l = 0; l < c.NumLayers; l++)
+            foreach (var p in targets)
             {
-                if (float.IsNaN(v)) throw new ArgumentException("B holds NaN: a mask cannot be drawn from it");
-                hist[Bits(v) >> 16]++;
+                var (o, i) = p.Shape(c);
+                var a = new float[rank * i];
+                DrawA(a, rank, i, init, seed, ModuleName(l, p));
+                modules.Add(new LoraModule(l, p, rank, i, o, alpha, false, a, new float[o * rank]));
             }
-        long remaining = k;
-        int hi = (1 << 16) - 1;
-        for (; hi >= 0; hi--)
-        {
-            if (hist[hi] >= remaining) break;
-            remaining -= hist[hi];
-        }
-        Array.Clear(hist);
-        foreach (var b in bs)
-            foreach (var v in b.Span)
-            {
-                uint u = Bits(v);
-                if ((u >> 16) == (uint)hi) hist[u & 0xFFFF]++;
-            }
-        int lo = (1 << 16) - 1;
-        for (; lo >= 0; lo--)
-        {
-            if (hist[lo] >= remaining) break;
-            remaining -= hist[lo];
-        }
-        uint thresholdBits = ((uint)hi << 16) | (uint)lo;
-        for (int t = 0; t < bs.Count; t++)
-        {
-            var b = bs[t].Span;
-            var m = masks[t].Span;
-            for (int i = 0; i < b.Length; i++) m[i] = Bits(b[i]) >= thresholdBits;
-        }
-        return BitConverter.UInt32BitsToSingle(thresholdBits);
+        var config = LoraConfig.Describe(modules.Select(m => (m.Layer, m.Proj, m.Rank, m.Alpha)), false, baseModel);
+        return new LoraAdapter(config, modules);
     }
 
-    private static uint Bits(float v) => BitConverter.SingleToUInt32Bits(v) & 0x7FFFFFFFu;
+    /// <summary>Target projections from a list such as "q,k,v,o,gate,up,down" (or the _proj names).</summary>
+    public static IReadOnlyList<Proj> ParseTargets(string list)
+    {
+        var r = new List<Proj>();
+        foreach (var s in list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            if (!Projs.TryParse(s, out var p))
+                throw new ArgumentException($"unknown target '{s}': expected q, k, v, o, gate, up, down (or their _proj names)");
+            if (!r.Contains(p)) r.Add(p);
+        }
+        if (r.Count == 0) throw new ArgumentException("no target modules given");
+        return r.Order().ToList();
+    }
 }

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using LoRI.Adapters;
 using LoRI.Backend;
 using LoRI.Backend.Cpu;
 using LoRI.Model;
@@ -35,7 +36,7 @@ public enum ClipMode { PerTensor, Global, None }
 /// V [N, KvD], Lse [N, H], Attn [N, QD], Xmid [N, D], Xn2 [N, D], G, U, Act [N, F], and u = x A^T [N, r] per
 /// adapted projection. Xin[L] is the final hidden state.
 /// </summary>
-public sealed class TrainingGraph
+public sealed class TrainingGraph : IDisposable
 {
     private readonly IBackend _be;
     private readonly LlamaConfig _c;
@@ -43,6 +44,7 @@ public sealed class TrainingGraph
     private readonly float[] _invFreq;
     private readonly int _maxTokens;
     private readonly LoraAdapter? _adapter;
+    private readonly List<GCHandle> _pins = new();
 
     // fp32 weights: [V, D] embed, [V, D] lm_head (same array when tied), [D] norms, projections [out, in].
     private readonly float[] _embed, _lmHead, _finalNorm;
@@ -68,14 +70,23 @@ public sealed class TrainingGraph
     /// <summary>Floats of lm_head scratch at most (the vocabulary chunk shrinks for long batches).</summary>
     public const int CrossEntropyScratchFloats = 16 << 20;
 
-    public TrainingGraph(LlamaModel model, TrainMethod method, LoraAdapter? adapter, int maxTokens, bool compactMaskedState = true)
+    /// <summary>
+    /// A graph for `method` on the model. Adapter methods take the adapter whose B (and A for lora) train in place;
+    /// a mask restricts B to its kept entries (required by lori-s; with lori-d it is section 7's continual learning).
+    /// With compactMaskedState the optimizer keeps moments only for the kept entries.
+    /// </summary>
+    public TrainingGraph(LlamaModel model, TrainMethod method, LoraAdapter? adapter, int maxTokens, LoraMask? mask = null,
+                         bool compactMaskedState = true)
     {
         if (!model.Backend.IsHostMemory)
             throw new UnsupportedException($"training runs on a host-memory backend (cpu); '{model.Backend.Name}' has no backward kernels yet");
         if ((method == TrainMethod.Full) != (adapter is null))
             throw new ArgumentException(method == TrainMethod.Full ? "full fine-tuning takes no adapter" : $"{method.Name()} needs an adapter");
+        if (method == TrainMethod.LoriS && mask is null) throw new ArgumentException("lori-s needs a mask");
+        if (method == TrainMethod.Lora && mask is not null) throw new ArgumentException("a mask restricts B with A frozen: use lori-s or lori-d, not lora");
         _be = model.Backend;
         _c = model.Config;
+        adapter?.ValidateFor(_c);
         _eps = _c.RmsNormEps;
         _invFreq = _c.RopeInvFreq();
         _maxTokens = maxTokens;
@@ -96,7 +107,7 @@ public sealed class TrainingGraph
             foreach (var p in Projs.All) _proj[l][(int)p] = ToF32(w.Layers[l][p]);
         }
 
-        int n = maxTokens, r = adapter?.Rank ?? 0;
+        int n = maxTokens, r = adapter?.Modules.Max(m => m.Rank) ?? 0;
         float[] A(long len) => GC.AllocateArray<float>(checked((int)len), pinned: true);
         float[][] PerLayer(int width, int count) { var a = new float[count][]; for (int i = 0; i < count; i++) a[i] = A((long)n * width); return a; }
         _ids = GC.AllocateArray<int>(n, pinned: true);
@@ -111,7 +122,8 @@ public sealed class TrainingGraph
         for (int l = 0; l < L; l++)
         {
             _ua[l] = new float[7][];
-            if (adapter is not null) foreach (var p in adapter.Targets) _ua[l][(int)p] = A((long)n * r);
+            foreach (var p in Projs.All)
+                if (adapter?[l, p] is { } m) _ua[l][(int)p] = A((long)n * m.Rank);
         }
         _hf = A((long)n * D); _tmp = A((long)n * D);
         _dx = A((long)n * D); _dxmid = A((long)n * D); _dxn = A((long)n * D); _dhf = A((long)n * D);
@@ -120,10 +132,22 @@ public sealed class TrainingGraph
         _dua = A((long)n * Math.Max(1, r));
         _ceScratch = A(Math.Min(CpuOps.CrossEntropyScratchLength(n, _c.VocabSize), Math.Max(n, CrossEntropyScratchFloats)));
 
-        Params = BuildParams(compactMaskedState);
+        if (adapter is not null)
+            foreach (var m in adapter.Modules)
+            {
+                _pins.Add(GCHandle.Alloc(m.A, GCHandleType.Pinned));
+                _pins.Add(GCHandle.Alloc(m.B, GCHandleType.Pinned));
+            }
+        Params = BuildParams(mask, compactMaskedState);
     }
 
-    private List<TrainParam> BuildParams(bool compact)
+    public void Dispose()
+    {
+        foreach (var h in _pins) h.Free();
+        _pins.Clear();
+    }
+
+    private List<TrainParam> BuildParams(LoraMask? mask, bool compact)
     {
         var list = new List<TrainParam>();
         TrainParam Add(string name, int[] shape, float[] value, bool[]? mask)
@@ -155,10 +179,16 @@ public sealed class TrainingGraph
         }
         foreach (var m in _adapter!.Modules)
         {
-            if (Method == TrainMethod.Lora) Add(m.KeyA, [m.Rank, m.In], m.A, null);
-            if (Method == TrainMethod.LoriS && m.Mask is null)
-                throw new ArgumentException($"lori-s needs a mask for every module; {m.Name} has none");
-            Add(m.KeyB, [m.Out, m.Rank], m.B, Method == TrainMethod.LoriS ? m.Mask : null);
+            if (Method == TrainMethod.Lora) Add(m.Key('A'), [m.Rank, m.In], m.A, null);
+            bool[]? keep = null;
+            if (mask is not null)
+            {
+                var e = mask[m.Layer, m.Proj] ?? throw new ShapeMismatchException($"the mask has no entry for {m.Key('B')}");
+                if (e.Out != m.Out || e.Rank != m.Rank)
+                    throw new ShapeMismatchException($"mask {e.Key} is [{e.Out}, {e.Rank}], the adapter's B is [{m.Out}, {m.Rank}]");
+                keep = e.Keep.Select(b => b != 0).ToArray();
+            }
+            Add(m.Key('B'), [m.Out, m.Rank], m.B, keep);
         }
         return list;
     }
@@ -288,7 +318,7 @@ public sealed class TrainingGraph
         {
             var ut = T(_ua[l][(int)p], n, m.Rank);
             _be.MatMul(xt, T(m.A, m.Rank, m.In), ut);
-            _be.MatMul(ut, T(m.B, m.Out, m.Rank), yt, _adapter.Scale, accumulate: true);
+            _be.MatMul(ut, T(m.B, m.Out, m.Rank), yt, m.Scale, accumulate: true);
         }
     }
 
@@ -302,7 +332,7 @@ public sealed class TrainingGraph
         CpuOps.LinearBackwardInput(dyS, w, o, i, dx.AsSpan(0, n * i), accumulate);
         if (Method == TrainMethod.Full) CpuOps.LinearBackwardWeight(dyS, xS, o, i, GradOf(w));
         if (_adapter?[l, p] is { } m)
-            CpuOps.LoraBackward(xS, _ua[l][(int)p].AsSpan(0, n * m.Rank), dyS, m.A, m.B, m.In, m.Out, m.Rank, _adapter.Scale,
+            CpuOps.LoraBackward(xS, _ua[l][(int)p].AsSpan(0, n * m.Rank), dyS, m.A, m.B, m.In, m.Out, m.Rank, m.Scale,
                 Method == TrainMethod.Lora ? GradOf(m.A) : [], GradOf(m.B), dx.AsSpan(0, n * i), _dua.AsSpan(0, n * m.Rank));
     }
 

@@ -61,37 +61,17 @@ public class LoriSetupTests
     }
 
     [Test]
-    public void MagnitudeMask_PoolsAllMatrices_KeepsTies()
+    public void CreateAdapter_DrawsEachModulesAFromItsName_BStartsAtZero()
     {
-        // N = 10, sparsity 0.7 -> k = floor(0.3 * 10) = 3. |B| sorted: 9, 5, 4, 4, 3, ... threshold = 4, and both 4s are kept.
-        float[] b1 = [0.5f, -9f, 4f, 1f];
-        float[] b2 = [-4f, 3f, 0f, 5f, -2f, 0.25f];
-        var m1 = new bool[4]; var m2 = new bool[6];
-        float thr = LoriSetup.MagnitudeMask([b1, b2], 0.7, [m1, m2]);
-        Assert.That(thr, Is.EqualTo(4f));
-        Assert.That(m1, Is.EqualTo(new[] { false, true, true, false }));
-        Assert.That(m2, Is.EqualTo(new[] { true, false, false, true, false, false }));
-    }
-
-    [Test]
-    public void MagnitudeMask_MatchesASortOnRandomData()
-    {
-        var rng = new Random(9);
-        var bs = Enumerable.Range(0, 3).Select(i => Enumerable.Range(0, 1000 + 17 * i).Select(_ => (float)(rng.NextDouble() - 0.5) * 1e-3f).ToArray()).ToArray();
-        var masks = bs.Select(b => new bool[b.Length]).ToArray();
-        float thr = LoriSetup.MagnitudeMask(bs.Select(b => (ReadOnlyMemory<float>)b).ToList(), 0.9, masks.Select(m => (Memory<bool>)m).ToList());
-        var sorted = bs.SelectMany(b => b).Select(MathF.Abs).OrderByDescending(v => v).ToArray();
-        long k = (long)Math.Floor(0.1 * sorted.Length);
-        Assert.That(thr, Is.EqualTo(sorted[k - 1]));
-        Assert.That(masks.Sum(m => m.Count(x => x)), Is.EqualTo(sorted.Count(v => v >= thr)));
-        Assert.That(masks.Sum(m => m.Count(x => x)), Is.EqualTo(k), "no ties in random data");
-    }
-
-    [Test]
-    public void MagnitudeMask_FullSparsityKeepsNothing()
-    {
-        var m = new bool[3];
-        LoriSetup.MagnitudeMask([new float[] { 1, 2, 3 }], 1.0, [m]);
-        Assert.That(m, Is.All.False);
+        var c = new LlamaConfig { HiddenSize = 16, IntermediateSize = 24, NumLayers = 2, NumHeads = 2, NumKvHeads = 1, HeadDim = 8, VocabSize = 11 };
+        var a = LoriSetup.CreateAdapter(c, 4, 8, [Proj.V, Proj.Down], AInit.Uniform, 21);
+        Assert.That(a.ModuleCount, Is.EqualTo(4));
+        Assert.That(a.Config.TargetModules, Is.EqualTo(new[] { "v_proj", "down_proj" }));
+        var m = a[1, Proj.Down]!;
+        Assert.That((m.Rank, m.In, m.Out, m.Scale), Is.EqualTo((4, 24, 16, 2f)));
+        Assert.That(m.B, Is.All.EqualTo(0f));
+        var expected = new float[4 * 24];
+        LoriSetup.DrawA(expected, 4, 24, AInit.Uniform, 21, "model.layers.1.mlp.down_proj");
+        Assert.That(m.A, Is.EqualTo(expected));
     }
 }

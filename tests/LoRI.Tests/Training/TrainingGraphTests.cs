@@ -1,3 +1,4 @@
+using LoRI.Adapters;
 using LoRI.Backend.Cpu;
 using LoRI.Model;
 using LoRI.Tensors;
@@ -30,7 +31,7 @@ public class TrainingGraphTests
 
     private static LoraAdapter RandomAdapter(LlamaConfig c, int rank = 4)
     {
-        var a = LoraAdapter.Create(c, rank, 2.0 * rank, Projs.All, AInit.Uniform, 3);
+        var a = LoriSetup.CreateAdapter(c, rank, 2.0 * rank, Projs.All, AInit.Uniform, 3);
         var rng = new Rng(11);
         // B = 0 would make dA vanish; a random B exercises every term.
         foreach (var m in a.Modules) for (int i = 0; i < m.B.Length; i++) m.B[i] = (float)((rng.NextDouble() * 2 - 1) * 0.3);
@@ -39,7 +40,7 @@ public class TrainingGraphTests
 
     private static ReferenceLlama Reference(LlamaConfig c, List<NamedTensor> named, LoraAdapter? a)
     {
-        var r = new ReferenceLlama { Config = c, W = ReferenceLlama.FromNamed(named), Scale = a?.Scale ?? 0, Rank = a?.Rank ?? 0 };
+        var r = new ReferenceLlama { Config = c, W = ReferenceLlama.FromNamed(named), Scale = a?.Modules.First().Scale ?? 0, Rank = a?.Config.R ?? 0 };
         if (a is not null)
             foreach (var m in a.Modules)
                 r.Adapter[(m.Layer, m.Proj)] = (m.A.Select(v => (double)v).ToArray(), m.B.Select(v => (double)v).ToArray());
@@ -74,7 +75,7 @@ public class TrainingGraphTests
         var (model, named) = Tiny();
         using var _ = model;
         var adapter = RandomAdapter(model.Config);
-        var g = new TrainingGraph(model, method, adapter, 64);
+        using var g = new TrainingGraph(model, method, adapter, 64);
         var batch = TestBatch();
         double loss = g.Run(batch);
         var reference = Reference(model.Config, named, adapter);
@@ -83,11 +84,11 @@ public class TrainingGraphTests
         foreach (var m in adapter.Modules)
         {
             var (a, b) = reference.Adapter[(m.Layer, m.Proj)];
-            var pB = g.Params.Single(p => p.Name == m.KeyB);
-            CheckSampled(pB.Grad, b, 5, () => reference.Loss(batch), $"dB {m.Name}");
+            var pB = g.Params.Single(p => p.Name == m.Key('B'));
+            CheckSampled(pB.Grad, b, 5, () => reference.Loss(batch), $"dB {m.Name()}");
             if (method == TrainMethod.Lora)
-                CheckSampled(g.Params.Single(p => p.Name == m.KeyA).Grad, a, 5, () => reference.Loss(batch), $"dA {m.Name}");
-            else Assert.That(g.Params.Any(p => p.Name == m.KeyA), Is.False, "LoRI-D does not train A");
+                CheckSampled(g.Params.Single(p => p.Name == m.Key('A')).Grad, a, 5, () => reference.Loss(batch), $"dA {m.Name()}");
+            else Assert.That(g.Params.Any(p => p.Name == m.Key('A')), Is.False, "LoRI-D does not train A");
         }
     }
 
@@ -97,7 +98,7 @@ public class TrainingGraphTests
     {
         var (model, named) = Tiny(tied);
         using var _ = model;
-        var g = new TrainingGraph(model, TrainMethod.Full, null, 64);
+        using var g = new TrainingGraph(model, TrainMethod.Full, null, 64);
         var batch = TestBatch(LossReduction.MeanTokens);
         g.Run(batch);
         var reference = Reference(model.Config, named, null);
@@ -117,7 +118,7 @@ public class TrainingGraphTests
         using var _m = model;
         var adapter = RandomAdapter(model.Config);
         var batch = TestBatch(LossReduction.MeanTokens);
-        var g = new TrainingGraph(model, TrainMethod.LoriD, adapter, 64);
+        using var g = new TrainingGraph(model, TrainMethod.LoriD, adapter, 64);
         double loss = g.Run(batch, backward: false);
 
         model.Hook = new AdapterHook(adapter);
@@ -156,7 +157,7 @@ public class TrainingGraphTests
                 fixed (float* pa = m.A, pb = m.B)
                 {
                     be.MatMul(x, be.FromHost((nint)pa, DType.F32, [m.Rank, m.In], null), u);
-                    be.MatMul(u, be.FromHost((nint)pb, DType.F32, [m.Out, m.Rank], null), y, a.Scale, accumulate: true);
+                    be.MatMul(u, be.FromHost((nint)pb, DType.F32, [m.Out, m.Rank], null), y, m.Scale, accumulate: true);
                 }
             }
         }
@@ -167,21 +168,25 @@ public class TrainingGraphTests
     {
         var (model, _) = Tiny();
         using var _m = model;
-        var adapter = LoraAdapter.Create(model.Config, 4, 8, Projs.All, AInit.Uniform, 9);
+        var adapter = LoriSetup.CreateAdapter(model.Config, 4, 8, Projs.All, AInit.Uniform, 9);
         var aBefore = adapter.Modules.Select(m => (float[])m.A.Clone()).ToList();
         var rng = new Rng(2);
-        foreach (var m in adapter.Modules) m.Mask = m.B.Select(_ => rng.NextDouble() < 0.1).ToArray();
-        var g = new TrainingGraph(model, TrainMethod.LoriS, adapter, 64);
+        var mask = new LoraMask(adapter.Modules.Select(m =>
+            new MaskEntry(m.Layer, m.Proj, m.Out, m.Rank, m.B.Select(_ => rng.NextDouble() < 0.1 ? (byte)1 : (byte)0).ToArray())));
+        using var g = new TrainingGraph(model, TrainMethod.LoriS, adapter, 64, mask);
         var batch = TestBatch();
         for (int s = 0; s < 5; s++) { g.Run(batch); g.OptimizerStep(1e-2, new AdamWOptions()); }
         int live = 0;
         foreach (var m in adapter.Modules)
+        {
+            var keep = mask[m.Layer, m.Proj]!.Keep;
             for (int i = 0; i < m.B.Length; i++)
-                if (!m.Mask![i]) Assert.That(BitConverter.SingleToInt32Bits(m.B[i]), Is.EqualTo(0), $"{m.Name} B[{i}] is masked but moved");
+                if (keep[i] == 0) Assert.That(BitConverter.SingleToInt32Bits(m.B[i]), Is.EqualTo(0), $"{m.Name()} B[{i}] is masked but moved");
                 else if (m.B[i] != 0) live++;
+        }
         Assert.That(live, Is.GreaterThan(0), "the live entries trained");
         var mods = adapter.Modules.ToList();
-        for (int i = 0; i < mods.Count; i++) Assert.That(mods[i].A, Is.EqualTo(aBefore[i]), $"A of {mods[i].Name} changed");
+        for (int i = 0; i < mods.Count; i++) Assert.That(mods[i].A, Is.EqualTo(aBefore[i]), $"A of {mods[i].Name()} changed");
     }
 
     [TestCase(TrainMethod.LoriD, 1e-2, 0.5)]
@@ -192,8 +197,8 @@ public class TrainingGraphTests
         // Four fixed examples, one batch, repeated: the mean token NLL starts near ln(97) = 4.6 and must end below `bound`.
         var (model, _) = Tiny();
         using var _m = model;
-        var adapter = method == TrainMethod.Full ? null : LoraAdapter.Create(model.Config, 8, 16, Projs.All, AInit.Uniform, 4);
-        var g = new TrainingGraph(model, method, adapter, 64);
+        var adapter = method == TrainMethod.Full ? null : LoriSetup.CreateAdapter(model.Config, 8, 16, Projs.All, AInit.Uniform, 4);
+        using var g = new TrainingGraph(model, method, adapter, 64);
         var rng = new Rng(8);
         var examples = Enumerable.Range(0, 4).Select(i =>
             new TrainingExample(Enumerable.Range(0, 10).Select(_ => 2 + rng.NextInt(95)).ToArray(), PromptLength: 3, Line: i)).ToList();
