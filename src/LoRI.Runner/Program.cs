@@ -11,8 +11,13 @@ public static class Program
     /// <summary>Every verb, in the order `help` lists them. Each lives in Verbs/NameVerb.cs.</summary>
     public static readonly Verb[] Verbs =
     [
+        InitModelVerb.Verb,
         InfoVerb.Verb,
         TokenizeVerb.Verb,
+        GenerateVerb.Verb,
+        ScoreVerb.Verb,
+        SelftestVerb.Verb,
+        PtxVerb.Verb,
     ];
 
     public static int Main(string[] argv)
