@@ -269,6 +269,22 @@ public class EmulatorTests : ExecutionModelTests
     }
 
     [Test]
+    public void MissingSyncthreads_GivesAWrongResultInOneBlockOrder()
+    {
+        using var h = Open();
+        const int block = 64;
+        int salt = new Random().Next(1, 1 << 20);
+        var o = h.Zeros<int>(2 * block);
+        h.Launch(M, "emu_missing_barrier", 2, block, 0, o, salt);
+        var r = h.Download<int>(o, 2 * block);
+        int wrong = 0;
+        for (int b = 0; b < 2; b++)
+            for (int t = 0; t < block; t++)
+                if (r[b * block + t] != salt + 1000 * b + (t + 1) % block) wrong++;
+        Assert.That(wrong, Is.GreaterThan(0), "the race went unnoticed in both scheduling orders");
+    }
+
+    [Test]
     public unsafe void Copy_OutsideAnyAllocation_ThrowsNamingTheRange()
     {
         using var h = Open();
