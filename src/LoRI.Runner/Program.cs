@@ -15,6 +15,8 @@ public static class Program
         InfoVerb.Verb,
         GenerateVerb.Verb,
         ScoreVerb.Verb,
+        TrainVerb.Verb,
+        EvalVerb.Verb,
     ];
 
     public static int Main(string[] argv)
