@@ -16,6 +16,8 @@ public static class Program
         TokenizeVerb.Verb,
         GenerateVerb.Verb,
         ScoreVerb.Verb,
+        TrainVerb.Verb,
+        EvalVerb.Verb,
         SelftestVerb.Verb,
         PtxVerb.Verb,
     ];
