@@ -14,6 +14,10 @@ public static class Program
         InfoVerb.Verb,
         GenerateVerb.Verb,
         ScoreVerb.Verb,
+        AdapterInfoVerb.Verb,
+        MaskVerb.Verb,
+        MergeVerb.Verb,
+        MergeIntoModelVerb.Verb,
     ];
 
     public static int Main(string[] argv)
