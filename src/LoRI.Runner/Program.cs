@@ -20,6 +20,10 @@ public static class Program
         EvalVerb.Verb,
         SelftestVerb.Verb,
         PtxVerb.Verb,
+        AdapterInfoVerb.Verb,
+        MaskVerb.Verb,
+        MergeVerb.Verb,
+        MergeIntoModelVerb.Verb,
     ];
 
     public static int Main(string[] argv)
