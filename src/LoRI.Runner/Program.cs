@@ -16,14 +16,14 @@ public static class Program
         TokenizeVerb.Verb,
         GenerateVerb.Verb,
         ScoreVerb.Verb,
-        TrainVerb.Verb,
-        EvalVerb.Verb,
-        SelftestVerb.Verb,
-        PtxVerb.Verb,
         AdapterInfoVerb.Verb,
         MaskVerb.Verb,
         MergeVerb.Verb,
         MergeIntoModelVerb.Verb,
+        TrainVerb.Verb,
+        EvalVerb.Verb,
+        SelftestVerb.Verb,
+        PtxVerb.Verb,
     ];
 
     public static int Main(string[] argv)
