@@ -13,10 +13,17 @@ public static class Program
     [
         InitModelVerb.Verb,
         InfoVerb.Verb,
+        TokenizeVerb.Verb,
         GenerateVerb.Verb,
         ScoreVerb.Verb,
         TrainVerb.Verb,
         EvalVerb.Verb,
+        SelftestVerb.Verb,
+        PtxVerb.Verb,
+        AdapterInfoVerb.Verb,
+        MaskVerb.Verb,
+        MergeVerb.Verb,
+        MergeIntoModelVerb.Verb,
     ];
 
     public static int Main(string[] argv)
