@@ -11,13 +11,19 @@ public static class Program
     /// <summary>Every verb, in the order `help` lists them. Each lives in Verbs/NameVerb.cs.</summary>
     public static readonly Verb[] Verbs =
     [
+        InitModelVerb.Verb,
         InfoVerb.Verb,
+        TokenizeVerb.Verb,
         GenerateVerb.Verb,
         ScoreVerb.Verb,
         AdapterInfoVerb.Verb,
         MaskVerb.Verb,
         MergeVerb.Verb,
         MergeIntoModelVerb.Verb,
+        TrainVerb.Verb,
+        EvalVerb.Verb,
+        SelftestVerb.Verb,
+        PtxVerb.Verb,
     ];
 
     public static int Main(string[] argv)

@@ -83,6 +83,7 @@ public sealed class LlamaTokenizer
             _special[a.Id] = a.Special;
             _ids[a.Content] = a.Id;
         }
+        foreach (var b in _bytes) if (b is not null) MaxTokenBytes = Math.Max(MaxTokenBytes, b.Length);
         _addedByFirstChar = added.GroupBy(a => a.Content[0])
             .ToDictionary(g => g.Key, g => g.OrderByDescending(a => a.Content.Length).ToArray());
         AddedTokens = added.OrderBy(a => a.Id).Select(a => (a.Id, a.Content, a.Special)).ToArray();
@@ -196,10 +197,14 @@ public sealed class LlamaTokenizer
         {
             Merges = merges,
             ByteLevel = true,
-            PreTokenizer = new RegexPreTokenizer(new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant), null),
+            PreTokenizer = CreatePreTokenizer(pattern),
         });
         return new LlamaTokenizer(path, core, vocab, added, cfg.BosToken, cfg.EosTokens);
     }
+
+    /// <summary>Llama-3's pattern runs through the code-point scanner; others through a Regex.</summary>
+    private static PreTokenizer CreatePreTokenizer(string pattern) =>
+        pattern == Llama3Pattern ? Llama3PreTokenizer.Instance : new RegexPreTokenizer(PreTokenizerRegex.Create(pattern), null);
 
     private static string PreTokenizerPattern(string path, JsonElement root)
     {
@@ -323,7 +328,7 @@ public sealed class LlamaTokenizer
             for (int i = 0; i < names.Count; i++) added.Add(new AddedToken(baseCount + i, names[i], true));
         }
         var core = TiktokenTokenizer.Create(new MemoryStream(data, writable: false),
-            new RegexPreTokenizer(new Regex(Llama3Pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant), null), null, null);
+            Llama3PreTokenizer.Instance, null, null);
         return new LlamaTokenizer(path, core, vocab, added, cfg.BosToken, cfg.EosTokens);
     }
 
@@ -412,6 +417,9 @@ public sealed class LlamaTokenizer
         _ = TokenBytes(id);
         return _tokens[id]!;
     }
+
+    /// <summary>Bytes of the longest token.</summary>
+    public int MaxTokenBytes { get; }
 
     public TokenStreamDecoder CreateStreamDecoder(bool skipSpecial = false) => new(this, skipSpecial);
 
