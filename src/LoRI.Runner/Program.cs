@@ -15,6 +15,7 @@ public static class Program
         InfoVerb.Verb,
         GenerateVerb.Verb,
         ScoreVerb.Verb,
+        ExportGgufVerb.Verb,
     ];
 
     public static int Main(string[] argv)

@@ -45,6 +45,7 @@ public sealed class LlamaTokenizer
     private readonly Dictionary<string, int> _ids;
     private readonly Dictionary<char, AddedToken[]> _addedByFirstChar;
     private readonly int[] _eos;
+    private IReadOnlyList<string>? _merges;
 
     internal sealed record AddedToken(int Id, string Content, bool Special);
 
@@ -198,7 +199,7 @@ public sealed class LlamaTokenizer
             ByteLevel = true,
             PreTokenizer = new RegexPreTokenizer(new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant), null),
         });
-        return new LlamaTokenizer(path, core, vocab, added, cfg.BosToken, cfg.EosTokens);
+        return new LlamaTokenizer(path, core, vocab, added, cfg.BosToken, cfg.EosTokens) { _merges = merges };
     }
 
     private static string PreTokenizerPattern(string path, JsonElement root)
@@ -414,6 +415,41 @@ public sealed class LlamaTokenizer
     }
 
     public TokenStreamDecoder CreateStreamDecoder(bool skipSpecial = false) => new(this, skipSpecial);
+
+    /// <summary>
+    /// The BPE merges in priority order, each "left right" in byte-level spelling (as tokenizer.json lists them).
+    /// A tiktoken vocabulary has no merge list; it is derived from the ranks the way tiktoken's BPE uses them:
+    /// a token of rank r is what BPE over its own bytes makes with ranks below r, and the last step of that
+    /// joins exactly two parts, which are its merge. Ordered by r, this list makes BPE give the same ids.
+    /// </summary>
+    public IReadOnlyList<string> Merges => _merges ??= DeriveMerges();
+
+    private List<string> DeriveMerges()
+    {
+        var added = AddedTokens.Select(a => a.Id).ToHashSet();
+        var rank = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int id = 0; id < _tokens.Length; id++)
+            if (_tokens[id] is { } t && !added.Contains(id)) rank[t] = id;
+        var merges = new List<string>();
+        var parts = new List<string>();
+        foreach (var (tok, r) in rank.OrderBy(kv => kv.Value))
+        {
+            if (tok.Length < 2) continue;
+            parts.Clear();
+            foreach (var c in tok) parts.Add(c.ToString());
+            while (parts.Count > 2)
+            {
+                int best = -1, bestRank = int.MaxValue;
+                for (int i = 0; i + 1 < parts.Count; i++)
+                    if (rank.TryGetValue(parts[i] + parts[i + 1], out int pr) && pr < r && pr < bestRank) { best = i; bestRank = pr; }
+                if (best < 0) break;
+                parts[best] += parts[best + 1];
+                parts.RemoveAt(best + 1);
+            }
+            if (parts.Count == 2) merges.Add(parts[0] + " " + parts[1]);
+        }
+        return merges;
+    }
 
     private static int ReadId(string path, string what, JsonElement v)
     {
