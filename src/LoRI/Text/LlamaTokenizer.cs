@@ -418,9 +418,10 @@ public sealed class LlamaTokenizer
 
     /// <summary>
     /// The BPE merges in priority order, each "left right" in byte-level spelling (as tokenizer.json lists them).
-    /// A tiktoken vocabulary has no merge list; it is derived from the ranks the way tiktoken's BPE uses them:
-    /// a token of rank r is what BPE over its own bytes makes with ranks below r, and the last step of that
-    /// joins exactly two parts, which are its merge. Ordered by r, this list makes BPE give the same ids.
+    /// A tiktoken vocabulary has no merge list; it is derived from the ranks: tiktoken joins any two adjacent parts
+    /// whose concatenation is a token, lowest rank first, so every split of a token of rank r into two tokens is a
+    /// merge of priority r (ties ordered by the ranks of the left, then the right part). This gives as many
+    /// merges as HF's conversion of Llama-3 ships (280,147), in the same order.
     /// </summary>
     public IReadOnlyList<string> Merges => _merges ??= DeriveMerges();
 
@@ -431,22 +432,15 @@ public sealed class LlamaTokenizer
         for (int id = 0; id < _tokens.Length; id++)
             if (_tokens[id] is { } t && !added.Contains(id)) rank[t] = id;
         var merges = new List<string>();
-        var parts = new List<string>();
-        foreach (var (tok, r) in rank.OrderBy(kv => kv.Value))
+        var splits = new List<(int L, int R, int K)>();
+        foreach (var (tok, _) in rank.OrderBy(kv => kv.Value))
         {
             if (tok.Length < 2) continue;
-            parts.Clear();
-            foreach (var c in tok) parts.Add(c.ToString());
-            while (parts.Count > 2)
-            {
-                int best = -1, bestRank = int.MaxValue;
-                for (int i = 0; i + 1 < parts.Count; i++)
-                    if (rank.TryGetValue(parts[i] + parts[i + 1], out int pr) && pr < r && pr < bestRank) { best = i; bestRank = pr; }
-                if (best < 0) break;
-                parts[best] += parts[best + 1];
-                parts.RemoveAt(best + 1);
-            }
-            if (parts.Count == 2) merges.Add(parts[0] + " " + parts[1]);
+            splits.Clear();
+            for (int k = 1; k < tok.Length; k++)
+                if (rank.TryGetValue(tok[..k], out int l) && rank.TryGetValue(tok[k..], out int r)) splits.Add((l, r, k));
+            splits.Sort();
+            foreach (var (_, _, k) in splits) merges.Add(tok[..k] + " " + tok[k..]);
         }
         return merges;
     }
