@@ -13,9 +13,18 @@ public static class Program
     [
         InitModelVerb.Verb,
         InfoVerb.Verb,
+        TokenizeVerb.Verb,
         GenerateVerb.Verb,
         ScoreVerb.Verb,
+        AdapterInfoVerb.Verb,
+        MaskVerb.Verb,
+        MergeVerb.Verb,
+        MergeIntoModelVerb.Verb,
         ExportGgufVerb.Verb,
+        TrainVerb.Verb,
+        EvalVerb.Verb,
+        SelftestVerb.Verb,
+        PtxVerb.Verb,
     ];
 
     public static int Main(string[] argv)

@@ -1,7 +1,7 @@
 using System.Text;
 using System.Text.Json;
+using LoRI.Adapters;
 using LoRI.Backend;
-using LoRI.Backend.Cpu;
 using LoRI.Model;
 using LoRI.Text;
 
@@ -14,7 +14,11 @@ public sealed class Session : IDisposable
     public required LlamaTokenizer Tokenizer { get; init; }
     public required string Device { get; init; }
 
-    public const string DeviceUsage = "[--device cpu|cuda|cuda-emu|auto]";
+    public const string DeviceUsage = "[--device cpu|cuda|cuda:N|cuda-emu|auto]";
+    public const string AdapterUsage = "[--adapter DIR[:WEIGHT] ...] [--merge]";
+
+    /// <summary>The adapters attached to the model (unmerged as its hook, or merged into its weights), or null.</summary>
+    public AdapterSet? Adapters { get; private set; }
 
     /// <summary>Reads --model and --device and loads both; the caller reads its other options first or after.</summary>
     public static Session Open(Args a, int maxTokensPerForward = 512)
@@ -29,15 +33,54 @@ public sealed class Session : IDisposable
             model.Dispose();
             throw new LoRIException($"{dir}: the tokenizer has {tokenizer.VocabSize} tokens but the model's vocab_size is {model.Config.VocabSize}");
         }
-        return new Session { Model = model, Tokenizer = tokenizer, Device = backend.Name };
+        var session = new Session { Model = model, Tokenizer = tokenizer, Device = backend.Name };
+        try
+        {
+            var specs = a.GetAll("adapter");
+            bool merge = a.Flag("merge");
+            if (merge && specs.Count == 0) throw new UsageException("--merge needs at least one --adapter");
+            if (specs.Count > 0)
+            {
+                var list = specs.Select(spec =>
+                {
+                    var (path, weight) = ParseAdapterSpec(spec);
+                    return (PeftAdapter.Load(path, model.Config), weight);
+                }).ToList();
+                session.Adapters = AdapterSet.Attach(model, list, merge);
+            }
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+        return session;
     }
 
-    public static IBackend CreateBackend(string device) => device switch
+    /// <summary>`DIR` or `DIR:WEIGHT` (weight 1 when absent; a colon followed by something that is not a number belongs to the path).</summary>
+    public static (string Path, float Weight) ParseAdapterSpec(string spec)
     {
-        "cpu" or "auto" => new CpuBackend(),
-        "cuda" or "cuda-emu" => throw new UsageException($"--device {device}: the CUDA backend is not part of this build yet"),
-        _ => throw new UsageException($"--device: expected cpu, cuda, cuda-emu or auto, found '{device}'"),
-    };
+        int colon = spec.LastIndexOf(':');
+        if (colon > 0 && float.TryParse(spec.AsSpan(colon + 1), System.Globalization.NumberStyles.Float,
+                System.Globalization.CultureInfo.InvariantCulture, out var w))
+        {
+            if (!float.IsFinite(w)) throw new UsageException($"--adapter {spec}: the weight must be a finite number");
+            return (spec[..colon], w);
+        }
+        return (spec, 1f);
+    }
+
+    public static IBackend CreateBackend(string device)
+    {
+        try
+        {
+            return LoRI.Cuda.Devices.Create(device);
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException($"--device: {e.Message}");
+        }
+    }
 
     /// <summary>The stop ids of the model: config/generation_config eos ids, else the tokenizer's.</summary>
     public int[] EosIds => Model.Config.EosTokenIds.Length > 0 ? Model.Config.EosTokenIds : Tokenizer.EosIds.ToArray();
@@ -76,6 +119,7 @@ public sealed class Session : IDisposable
 
     public void Dispose()
     {
+        Adapters?.Dispose();
         var be = Model.Backend;
         Model.Dispose();
         be.Dispose();

@@ -8,7 +8,7 @@ public static class GenerateVerb
 {
     public static readonly Verb Verb = new("generate", "generate text from one or several prompts",
         "generate --model DIR --prompt TEXT [--prompt TEXT ...] [--chat] [--system TEXT] [--no-bos] [--max-new-tokens N] " +
-        "[--temperature T] [--top-p P] [--top-k K] [--seed S] [--stop TEXT ...] [--json] " + Session.DeviceUsage, Run);
+        "[--temperature T] [--top-p P] [--top-k K] [--seed S] [--stop TEXT ...] [--json] " + Session.AdapterUsage + " " + Session.DeviceUsage, Run);
 
     private static int Run(Args a)
     {

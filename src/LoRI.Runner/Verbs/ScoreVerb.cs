@@ -9,7 +9,7 @@ namespace LoRI.Runner.Verbs;
 public static class ScoreVerb
 {
     public static readonly Verb Verb = new("score", "log-probability of each token of a text, and its top alternatives",
-        "score --model DIR (--text TEXT | --ids 1,2,3) [--bos] [--top K] [--json] [--dump-logits FILE] " + Session.DeviceUsage, Run);
+        "score --model DIR (--text TEXT | --ids 1,2,3) [--bos] [--top K] [--json] [--dump-logits FILE] " + Session.AdapterUsage + " " + Session.DeviceUsage, Run);
 
     private static int Run(Args a)
     {

@@ -5,16 +5,17 @@ using LoRI.Cuda.Emulator;
 namespace LoRI.Tests.Cuda;
 
 /// <summary>
-/// Launching emulator kernels by name from tests: device buffers from arrays, arguments packed as
+/// Launching kernels by name from tests, on the emulator or a real device: device buffers from arrays, arguments packed as
 /// cuLaunchKernel takes them (an array of pointers to each argument's value).
 /// </summary>
 internal sealed class EmuHarness : IDisposable
 {
     private readonly List<ulong> _buffers = new();
     private readonly Dictionary<string, CudaModule> _modules = new();
-    public EmulatorDriver Driver { get; }
+    public ICudaDriver Driver { get; }
 
     public EmuHarness(int threads = 0) => Driver = new EmulatorDriver(threads);
+    public EmuHarness(ICudaDriver driver) => Driver = driver;
 
     public unsafe ulong Upload<T>(T[] data) where T : unmanaged
     {
@@ -51,7 +52,7 @@ internal sealed class EmuHarness : IDisposable
     public unsafe void Launch(string module, string name, Dim3 grid, Dim3 block, int dynamicSmem, params object[] args)
     {
         var fn = Function(module, name);
-        Assert.That(Driver.ParameterCount(fn), Is.EqualTo(args.Length), $"{name}: argument count");
+        if (Driver is EmulatorDriver emu) Assert.That(emu.ParameterCount(fn), Is.EqualTo(args.Length), $"{name}: argument count");
         var values = stackalloc ulong[Math.Max(1, args.Length)];
         var pointers = stackalloc void*[Math.Max(1, args.Length)];
         for (int i = 0; i < args.Length; i++)

@@ -6,15 +6,20 @@ using LoRI.Tensors;
 namespace LoRI.Tests.Cuda;
 
 /// <summary>
-/// The host emulator against small programs with known answers (native/kernels/emu_checks.cu): block
-/// and warp synchronisation, votes, atomics, the tensor-core instructions, and the failures it must
-/// report (deadlock, out-of-bounds copies, an out-of-bounds kernel write under AddressSanitizer).
+/// The execution model against small programs with known answers (native/kernels/emu_checks.cu): block
+/// and warp synchronisation, votes, atomics, the tensor-core instructions. Written once, bound to the
+/// emulator (<see cref="EmulatorTests"/>, which adds the failures only the emulator reports: deadlock,
+/// out-of-bounds copies, an out-of-bounds kernel write under AddressSanitizer) and to a real device
+/// (<see cref="DeviceExecutionModelTests"/>, skipped where there is none).
 /// </summary>
-public class EmulatorTests
+public abstract class ExecutionModelTests
 {
-    private const string M = "emu_checks";
+    protected const string M = "emu_checks";
 
-    private static float[] Random(int n, int seed)
+    /// <summary>A harness on the driver under test (Assert.Ignore when it is unavailable).</summary>
+    private protected abstract EmuHarness Open();
+
+    protected static float[] Random(int n, int seed)
     {
         var rng = new Random(seed);
         var x = new float[n];
@@ -28,7 +33,7 @@ public class EmulatorTests
     [TestCase(1024, 2)]
     public void BlockSum_WithSyncthreads_MatchesSum(int block, int blocks)
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         var x = Random(block * blocks, block);
         var dx = h.Upload(x);
         var outStatic = h.Zeros<float>(blocks);
@@ -49,12 +54,12 @@ public class EmulatorTests
     [Test]
     public void DynamicSharedMemory_Above48K_NeedsTheFunctionAttribute()
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         const int block = 64;
         var dx = h.Upload(Random(block, 1));
         var o = h.Zeros<float>(1);
         var e = Assert.Throws<CudaException>(() => h.Launch(M, "emu_block_sum_dynamic", 1, block, 64 * 1024, dx, o))!;
-        Assert.That(e.Message, Does.Contain("cuFuncSetAttribute"));
+        if (h.Driver.IsEmulator) Assert.That(e.Message, Does.Contain("cuFuncSetAttribute"));
         h.Driver.SetMaxDynamicSharedMemory(h.Function(M, "emu_block_sum_dynamic"), 64 * 1024);
         h.Launch(M, "emu_block_sum_dynamic", 1, block, 64 * 1024, dx, o);
     }
@@ -64,7 +69,7 @@ public class EmulatorTests
     [TestCase(512)]
     public void WarpShuffles_MatchLaneArithmetic(int block)
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         const int blocks = 3;
         int n = block * blocks, warps = n / 32;
         var x = Random(n, 7);
@@ -89,7 +94,7 @@ public class EmulatorTests
     [Test]
     public void Votes_BallotAnyAll()
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         // warp 0: some lanes true; warp 1: none; warp 2: all
         var pred = new int[96];
         for (int l = 0; l < 32; l++) pred[l] = l % 3 == 0 ? 1 : 0;
@@ -105,7 +110,7 @@ public class EmulatorTests
     [Test]
     public void Atomics_HistogramSumAndMax()
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         const int n = 10_000, bins = 17;
         var rng = new Random(3);
         var values = new int[n];
@@ -129,7 +134,7 @@ public class EmulatorTests
     [Test]
     public void Indices_ThreeDimensionalGridAndBlock()
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         var grid = new Dim3(3, 2, 2);
         var block = new Dim3(4, 3, 2);
         int threads = 3 * 2 * 2 * 4 * 3 * 2;
@@ -176,7 +181,7 @@ public class EmulatorTests
     [TestCase(2)]
     public void Mma_FragmentsFromGlobal_MatchMatrixProduct(int seed)
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         var (a, bt, _, c, d) = MmaProblem(seed);
         var o = h.Zeros<float>(128);
         h.Launch(M, "emu_mma_direct", 1, 32, 0, h.Upload(a), h.Upload(bt), h.Upload(c), o);
@@ -188,7 +193,7 @@ public class EmulatorTests
     [TestCase(1)]
     public void Mma_FragmentsFromLdmatrixAndCpAsync_MatchMatrixProduct(int transB)
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         var (a, bt, b, c, d) = MmaProblem(10 + transB);
         var o = h.Zeros<float>(128);
         h.Launch(M, "emu_mma_ldmatrix", 1, 32, 0, h.Upload(a), h.Upload(transB == 1 ? b : bt), h.Upload(c), o, transB);
@@ -200,7 +205,7 @@ public class EmulatorTests
     [TestCase(1)]
     public void Ldmatrix_X1_DeliversRowPairsPerLane(int trans)
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         var m = new ushort[64];
         for (int i = 0; i < 64; i++) m[i] = (ushort)(100 + i);  // element (r, c) = 100 + 8r + c
         var o = h.Zeros<uint>(32);
@@ -219,7 +224,7 @@ public class EmulatorTests
     [Test]
     public void Conversions_MatchTheHostRoundingBitForBit()
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         var rng = new Random(5);
         var x = new List<float> { 0f, -0f, 1f, 1.00390625f, 1.01171875f, 65504f, 65520f, 1e-7f, 5.96e-8f, 3e-5f, -2.5f, float.PositiveInfinity, 1e30f };
         while (x.Count < 300) x.Add((float)((rng.NextDouble() - 0.5) * Math.Pow(2, rng.Next(-30, 20))));
@@ -242,24 +247,47 @@ public class EmulatorTests
         }
     }
 
+}
+
+/// <summary>The execution-model programs on the host emulator, plus the failures only it reports.</summary>
+public class EmulatorTests : ExecutionModelTests
+{
+    private protected override EmuHarness Open() => new();
+
     [Test]
     public void Deadlock_IsReportedNotHung()
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         var o = h.Zeros<float>(32);
         var e = Assert.Throws<CudaException>(() => h.Launch(M, "emu_divergent_sync", 1, 32, 0, o))!;
         Assert.That(e.Message, Does.Contain("deadlock").And.Contain("emu_divergent_sync"));
         // the emulator stays usable after a failed launch
-        var x = Random(32, 1);
+        var x = ExecutionModelTests.Random(32, 1);
         var s = h.Zeros<float>(1);
         h.Launch(M, "emu_block_sum", 1, 32, 0, h.Upload(x), s);
         Assert.That(h.Download<float>(s, 1)[0], Is.EqualTo(x.Sum()).Within(1e-5));
     }
 
     [Test]
+    public void MissingSyncthreads_GivesAWrongResultInOneBlockOrder()
+    {
+        using var h = Open();
+        const int block = 64;
+        int salt = new Random().Next(1, 1 << 20);
+        var o = h.Zeros<int>(2 * block);
+        h.Launch(M, "emu_missing_barrier", 2, block, 0, o, salt);
+        var r = h.Download<int>(o, 2 * block);
+        int wrong = 0;
+        for (int b = 0; b < 2; b++)
+            for (int t = 0; t < block; t++)
+                if (r[b * block + t] != salt + 1000 * b + (t + 1) % block) wrong++;
+        Assert.That(wrong, Is.GreaterThan(0), "the race went unnoticed in both scheduling orders");
+    }
+
+    [Test]
     public unsafe void Copy_OutsideAnyAllocation_ThrowsNamingTheRange()
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         var p = h.Zeros<float>(4);
         var host = new float[8];
         fixed (float* src = host)
@@ -274,7 +302,7 @@ public class EmulatorTests
     [Test]
     public void UnknownModuleAndKernel_AreNamedInTheError()
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         Assert.That(Assert.Throws<CudaException>(() => h.Driver.LoadModule("no_such_family"))!.Message, Does.Contain("no_such_family"));
         using var m = h.Driver.LoadModule(M);
         Assert.That(Assert.Throws<CudaException>(() => h.Driver.GetFunction(m, "nope"))!.Message, Does.Contain("'nope'"));
@@ -283,12 +311,12 @@ public class EmulatorTests
     [Test]
     public void Events_MeasureANonNegativeInterval()
     {
-        using var h = new EmuHarness();
+        using var h = Open();
         using var a = h.Driver.CreateEvent();
         using var b = h.Driver.CreateEvent();
         using var s = h.Driver.CreateStream();
         h.Driver.RecordEvent(a, s.DangerousGetHandle());
-        h.Launch(M, "emu_block_sum", 4, 256, 0, h.Upload(Random(1024, 2)), h.Zeros<float>(4));
+        h.Launch(M, "emu_block_sum", 4, 256, 0, h.Upload(ExecutionModelTests.Random(1024, 2)), h.Zeros<float>(4));
         h.Driver.RecordEvent(b, s.DangerousGetHandle());
         h.Driver.SynchronizeEvent(b);
         Assert.That(h.Driver.ElapsedMilliseconds(a, b), Is.GreaterThanOrEqualTo(0f));
@@ -323,5 +351,57 @@ public class EmulatorTests
         var bad = RunProbe(probe!, "oob");
         Assert.That(bad.Code, Is.Not.EqualTo(0));
         Assert.That(bad.Err, Does.Contain("heap-buffer-overflow").And.Contain("emu_oob_write"));
+    }
+
+    [Test]
+    public void AddressSanitizer_EveryKernelRunsCleanInsideDotnet()
+    {
+        // the whole selftest in a child .NET process on the ASan build of the emulator: any
+        // out-of-bounds access by a kernel aborts it with a report instead of passing
+        var lib = EmulatorLibrary.Locate();
+        var asanLib = lib is null ? null : Path.Combine(Path.GetDirectoryName(lib)!, "libloriemu_asan.so");
+        if (asanLib is null || !File.Exists(asanLib)) Assert.Ignore("libloriemu_asan.so is not built (cmake -S native -B build/native)");
+        var runtime = GccFile("libasan.so");
+        if (runtime is null) Assert.Ignore("gcc's libasan.so was not found");
+        var runner = Path.Combine(AppContext.BaseDirectory, "LoRI.Runner.dll");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var arg in new[] { runner, "selftest", "--device", "cuda-emu", "--repeats", "0" }) psi.ArgumentList.Add(arg);
+        psi.Environment["LD_PRELOAD"] = runtime;
+        psi.Environment["ASAN_OPTIONS"] = "detect_leaks=0";
+        psi.Environment["LORI_EMU_LIBRARY"] = asanLib;
+        using var p = Process.Start(psi)!;
+        var err = p.StandardError.ReadToEndAsync();
+        var output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        Assert.That(p.ExitCode, Is.EqualTo(0), output + err.Result);
+        Assert.That(output, Does.Contain("AddressSanitizer").And.Contain(" 0 failed"));
+    }
+
+    private static string? GccFile(string name)
+    {
+        try
+        {
+            var psi = new ProcessStartInfo("gcc", $"-print-file-name={name}") { RedirectStandardOutput = true };
+            using var p = Process.Start(psi)!;
+            var path = p.StandardOutput.ReadToEnd().Trim();
+            p.WaitForExit();
+            return p.ExitCode == 0 && Path.IsPathRooted(path) && File.Exists(path) ? path : null;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return null;
+        }
+    }
+}
+
+/// <summary>The execution-model programs on CUDA device 0; skipped with the reason where there is none.</summary>
+[Category("GPU")]
+public class DeviceExecutionModelTests : ExecutionModelTests
+{
+    private protected override EmuHarness Open()
+    {
+        var d = CudaDriver.TryOpen(0, out var reason);
+        if (d is null) Assert.Ignore($"needs a CUDA device: {reason}");
+        return new EmuHarness(d!);
     }
 }

@@ -112,6 +112,45 @@ public class GenerateScoreCliTests
         Assert.That(j.RootElement.GetProperty("perplexity").GetDouble(), Is.EqualTo(Math.Exp(-total / 5)).Within(1e-9));
     }
 
+    private static double[] LogProbs(string json)
+    {
+        using var j = JsonDocument.Parse(json);
+        return j.RootElement.GetProperty("tokens").EnumerateArray().Skip(1).Select(t => t.GetProperty("logprob").GetDouble()).ToArray();
+    }
+
+    [Test]
+    public void Score_WithAdapter_UnmergedMatchesMerged_AndWeightZeroIsTheBase()
+    {
+        using var ad = new TempDir();
+        var c = LlamaConfig.Load(Model);
+        var adapter = LoRI.Adapters.LoraAdapter.CreateRandom(c, 4, 8, seed: 3, bSparsity: 0.5, bStd: 0.5f);
+        LoRI.Adapters.PeftAdapter.Save(adapter, ad.Path);
+        string[] Args(params string[] extra) => ["score", "--model", Model, "--ids", "3,70,71,72,10,200", "--json", .. extra];
+        var baseLp = LogProbs(Cli.Run(Args()).Out);
+        var unmerged = Cli.Run(Args("--adapter", ad.Path));
+        Assert.That(unmerged.ExitCode, Is.Zero, unmerged.Err);
+        var lpU = LogProbs(unmerged.Out);
+        var lpM = LogProbs(Cli.Run(Args("--adapter", ad.Path, "--merge")).Out);
+        var lpZ = LogProbs(Cli.Run(Args("--adapter", ad.Path + ":0")).Out);
+        Assert.That(lpU.Zip(baseLp).Max(p => Math.Abs(p.First - p.Second)), Is.GreaterThan(1e-3), "the adapter changes the scores");
+        // Merged weights are f32 here: the two paths differ only by summation order.
+        Assert.That(lpU.Zip(lpM).Max(p => Math.Abs(p.First - p.Second)), Is.LessThan(1e-4));
+        Assert.That(lpZ, Is.EqualTo(baseLp).Within(1e-6));
+        var merge0 = Cli.Run("score", "--model", Model, "--ids", "1,2", "--merge");
+        Assert.That(merge0.ExitCode, Is.EqualTo(2));
+        Assert.That(merge0.Err, Does.Contain("--merge needs"));
+    }
+
+    [Test]
+    public void Score_OnTheCudaEmulator_MatchesTheCpu()
+    {
+        string[] Args(string device) => ["score", "--model", Model, "--ids", "3,70,71,72,10,200", "--json", "--device", device];
+        var cpu = LogProbs(Cli.Run(Args("cpu")).Out);
+        var emu = Cli.Run(Args("cuda-emu"));
+        Assert.That(emu.ExitCode, Is.Zero, emu.Err);
+        Assert.That(LogProbs(emu.Out), Is.EqualTo(cpu).Within(1e-4));
+    }
+
     [Test]
     public void Errors_AreOneLine_WithExitCodes()
     {

@@ -1,0 +1,623 @@
+using LoRI.Backend;
+using LoRI.Cuda.Backend;
+using LoRI.Model;
+using LoRI.Tensors;
+
+namespace LoRI.Cuda.Checks;
+
+/// <summary>One kernel check's outcome, as `selftest --json` reports it.</summary>
+public sealed record KernelCheckResult(string Name, bool Passed, double MaxError, double Tolerance, double Ms, string Detail);
+
+/// <summary>
+/// Every CUDA kernel held against a reference: the CPU backend for the IBackend ops, plain loops in
+/// double precision for the ops beyond it (backward passes, AdamW, casts, sampling). Each check runs at
+/// tile-aligned shapes or at ragged ones (not multiples of any tile or block size). Used by the test
+/// suite (under the emulator) and by `selftest --device D`.
+/// </summary>
+public static class KernelChecks
+{
+    public sealed record Check(string Name, Func<CheckContext, Comparison> Run);
+
+    public static IReadOnlyList<Check> All { get; } =
+    [
+        new("embedding_forward_f32", c => Embedding(c, DType.F32)),
+        new("embedding_forward_bf16", c => Embedding(c, DType.BF16)),
+        new("embedding_forward_f16", c => Embedding(c, DType.F16)),
+        new("gather_rows", GatherRows),
+        new("rmsnorm_forward", RmsNormForward),
+        new("rmsnorm_backward", RmsNormBackward),
+        new("matmul_f32", c => MatMul(c, DType.F32, 1f, false)),
+        new("matmul_bf16", c => MatMul(c, DType.BF16, 1f, false)),
+        new("matmul_f16", c => MatMul(c, DType.F16, 1f, false)),
+        new("matmul_bf16_accumulate", c => MatMul(c, DType.BF16, 0.5f, true)),
+        new("rope_forward", RopeForward),
+        new("rope_backward", RopeBackward),
+        new("swiglu_forward", SwiGluForward),
+        new("swiglu_backward", SwiGluBackward),
+        new("add_forward", AddForward),
+        new("cast_f32_bf16", c => Cast(c, DType.F32, DType.BF16)),
+        new("cast_bf16_f32", c => Cast(c, DType.BF16, DType.F32)),
+        new("cast_f32_f16", c => Cast(c, DType.F32, DType.F16)),
+        new("cast_f16_f32", c => Cast(c, DType.F16, DType.F32)),
+        new("kvstore", KvStore),
+        new("attention_forward", Attention),
+        new("adamw_step_masked_per_tensor_clip", c => AdamW(c, masked: true, globalNorm: false)),
+        new("adamw_step_global_clip", c => AdamW(c, masked: false, globalNorm: true)),
+        new("argmax_rows", Argmax),
+        new("sample_top_p", SampleTopP),
+    ];
+
+    /// <summary>
+    /// Runs every check (or those whose name contains <paramref name="filter"/>) on <paramref name="device"/>
+    /// against <paramref name="cpu"/>, then times each passing one over <paramref name="timingRepeats"/> launches
+    /// (0: no timing) with the device's events.
+    /// </summary>
+    public static List<KernelCheckResult> RunAll(CudaBackend device, IBackend cpu, bool ragged, int timingRepeats, string? filter = null)
+    {
+        var results = new List<KernelCheckResult>();
+        foreach (var check in All)
+        {
+            if (filter is not null && !check.Name.Contains(filter, StringComparison.Ordinal)) continue;
+            results.Add(RunOne(check, device, cpu, ragged, timingRepeats));
+        }
+        return results;
+    }
+
+    public static KernelCheckResult RunOne(Check check, CudaBackend device, IBackend cpu, bool ragged, int timingRepeats)
+    {
+        using var c = new CheckContext(device, cpu, ragged, check.Name);
+        Comparison cmp;
+        try
+        {
+            cmp = check.Run(c);
+        }
+        catch (Exception e) when (e is LoRIException or ArgumentException or InvalidOperationException)
+        {
+            return new KernelCheckResult(check.Name, false, double.NaN, c.Atol, double.NaN, e.Message);
+        }
+        double ms = double.NaN;
+        if (cmp.Passed && timingRepeats > 0 && c.Timed is not null)
+        {
+            c.Timed();
+            using var start = device.Driver.CreateEvent();
+            using var end = device.Driver.CreateEvent();
+            device.Synchronize();
+            device.Driver.RecordEvent(start, 0);
+            for (int i = 0; i < timingRepeats; i++) c.Timed();
+            device.Driver.RecordEvent(end, 0);
+            device.Driver.SynchronizeEvent(end);
+            ms = device.Driver.ElapsedMilliseconds(start, end) / timingRepeats;
+        }
+        return new KernelCheckResult(check.Name, cmp.Passed, cmp.MaxError, cmp.WorstAllowed, ms,
+            $"{(ragged ? "ragged" : "aligned")} shapes {c.ShapeNote}: {cmp}");
+    }
+
+    // ---- the checks ---------------------------------------------------------------------------------
+
+    private static Comparison Embedding(CheckContext c, DType dtype)
+    {
+        int v = c.Pick(64, 37), d = c.Pick(128, 100), n = c.Pick(32, 13);
+        c.Note($"table [{v}, {d}] {dtype}, {n} ids");
+        var table = c.Random(v * d, 1f);
+        var ids = c.Ints(n, v);
+        var (dt, ct) = c.Both(table, dtype, v, d);
+        var (di, ci) = c.BothInts(ids, n);
+        var dy = c.Device.Allocate(DType.F32, n, d);
+        var cy = c.Cpu.Allocate(DType.F32, n, d);
+        c.Own(dy, cy);
+        c.Device.Embedding(dt, di, dy);
+        c.Cpu.Embedding(ct, ci, cy);
+        c.Timed = () => c.Device.Embedding(dt, di, dy);
+        return c.Compare(dy, cy, 0, 0);
+    }
+
+    private static Comparison GatherRows(CheckContext c)
+    {
+        int r = c.Pick(64, 29), w = c.Pick(256, 77), n = c.Pick(32, 11);
+        c.Note($"src [{r}, {w}], {n} rows");
+        var (ds, cs) = c.Both(c.Random(r * w, 1f), DType.F32, r, w);
+        var (di, ci) = c.BothInts(c.Ints(n, r), n);
+        var dd = c.Device.Allocate(DType.F32, n, w);
+        var cd = c.Cpu.Allocate(DType.F32, n, w);
+        c.Own(dd, cd);
+        c.Device.GatherRows(ds, di, dd);
+        c.Cpu.GatherRows(cs, ci, cd);
+        c.Timed = () => c.Device.GatherRows(ds, di, dd);
+        return c.Compare(dd, cd, 0, 0);
+    }
+
+    private static Comparison RmsNormForward(CheckContext c)
+    {
+        int n = c.Pick(16, 7), d = c.Pick(256, 333);
+        c.Note($"x [{n}, {d}]");
+        var (dx, cx) = c.Both(c.Random(n * d, 2f), DType.F32, n, d);
+        var (dw, cw) = c.Both(c.Random(d, 1f), DType.F32, d);
+        var dy = c.Device.Allocate(DType.F32, n, d);
+        var cy = c.Cpu.Allocate(DType.F32, n, d);
+        c.Own(dy, cy);
+        c.Device.RmsNorm(dx, dw, 1e-5f, dy);
+        c.Cpu.RmsNorm(cx, cw, 1e-5f, cy);
+        c.Timed = () => c.Device.RmsNorm(dx, dw, 1e-5f, dy);
+        return c.Compare(dy, cy, 1e-5f, 1e-5f);
+    }
+
+    private static Comparison RmsNormBackward(CheckContext c)
+    {
+        int n = c.Pick(16, 7), d = c.Pick(256, 333);
+        const float eps = 1e-5f;
+        c.Note($"x [{n}, {d}], weight bf16");
+        var x = c.Random(n * d, 2f);
+        var w = c.Random(d, 1f).Select(Bf16.Round).ToArray();
+        var dyv = c.Random(n * d, 1f);
+        var rx = new double[n * d];
+        var rw = new double[d];
+        for (int i = 0; i < n; i++)
+        {
+            double ss = 0, gx = 0;
+            for (int j = 0; j < d; j++) { ss += (double)x[i * d + j] * x[i * d + j]; gx += (double)dyv[i * d + j] * w[j] * x[i * d + j]; }
+            double r = 1 / Math.Sqrt(ss / d + eps);
+            for (int j = 0; j < d; j++)
+            {
+                rx[i * d + j] = r * dyv[i * d + j] * w[j] - x[i * d + j] * r * r * r * gx / d;
+                rw[j] += dyv[i * d + j] * x[i * d + j] * r;
+            }
+        }
+        var tx = c.Up(x, DType.F32, n, d);
+        var tw = c.Up(w, DType.BF16, d);
+        var tdy = c.Up(dyv, DType.F32, n, d);
+        var tdx = c.Device.Allocate(DType.F32, n, d);
+        var tdw = c.Device.Allocate(DType.F32, d);
+        c.Own(tdx, tdw);
+        c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, tdw);
+        c.Timed = () => c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, null);
+        return Tolerance.Compare(c.Get(tdx), ToFloat(rx), 1e-5f, 1e-4f).And(Tolerance.Compare(c.Get(tdw), ToFloat(rw), 1e-4f, 1e-4f));
+    }
+
+    private static Comparison MatMul(CheckContext c, DType wtype, float alpha, bool accumulate)
+    {
+        int n = c.Pick(64, 37), m = c.Pick(128, 70), k = c.Pick(64, 101);
+        c.Note($"x [{n}, {k}] W [{m}, {k}] {wtype}, alpha {alpha}{(accumulate ? ", accumulate" : "")}");
+        var (dx, cx) = c.Both(c.Random(n * k, 1f), DType.F32, n, k);
+        var (dw, cw) = c.Both(c.Random(m * k, 1f), wtype, m, k);
+        var y0 = c.Random(n * m, 1f);
+        var (dy, cy) = c.Both(y0, DType.F32, n, m);
+        c.Device.MatMul(dx, dw, dy, alpha, accumulate);
+        c.Cpu.MatMul(cx, cw, cy, alpha, accumulate);
+        c.Timed = () => c.Device.MatMul(dx, dw, dy, alpha, false);
+        // fp32 sums over k terms of order 1: both sides round differently, by about k * 2^-24 each
+        return c.Compare(dy, cy, 2e-5f * MathF.Sqrt(k), 1e-5f);
+    }
+
+    private static float[] InvFreq(int headDim) => new LlamaConfig
+    {
+        HeadDim = headDim, RopeTheta = 500000f, RopeScaling = new RopeScaling(8f, 1f, 4f, 8192),
+    }.RopeInvFreq();
+
+    private static Comparison RopeForward(CheckContext c)
+    {
+        int n = c.Pick(16, 9), heads = c.Pick(4, 3), hd = c.Pick(64, 34);
+        c.Note($"x [{n}, {heads} x {hd}], llama3 scaling, positions < 8192");
+        var (dx, cx) = c.Both(c.Random(n * heads * hd, 1f), DType.F32, n, heads * hd);
+        var (dp, cp) = c.BothInts(c.Ints(n, 8192), n);
+        var (df, cf) = c.Both(InvFreq(hd), DType.F32, hd / 2);
+        c.Device.Rope(dx, heads, hd, dp, df);
+        c.Cpu.Rope(cx, heads, hd, cp, cf);
+        c.Timed = () => c.Device.Rope(dx, heads, hd, dp, df);
+        return c.Compare(dx, cx, 2e-6f, 2e-6f);
+    }
+
+    private static Comparison RopeBackward(CheckContext c)
+    {
+        int n = c.Pick(16, 9), heads = c.Pick(4, 3), hd = c.Pick(64, 34), half = hd / 2;
+        c.Note($"dy [{n}, {heads} x {hd}]");
+        var g = c.Random(n * heads * hd, 1f);
+        var pos = c.Ints(n, 8192);
+        var inv = InvFreq(hd);
+        var expected = new double[g.Length];
+        for (int i = 0; i < n; i++)
+            for (int h = 0; h < heads; h++)
+                for (int j = 0; j < half; j++)
+                {
+                    double angle = pos[i] * inv[j];  // the angle as the forward computes it (float product)
+                    angle = (float)angle;
+                    int o = i * heads * hd + h * hd;
+                    double a = g[o + j], b = g[o + j + half];
+                    expected[o + j] = a * Math.Cos(angle) + b * Math.Sin(angle);
+                    expected[o + j + half] = -a * Math.Sin(angle) + b * Math.Cos(angle);
+                }
+        var dg = c.Up(g, DType.F32, n, heads * hd);
+        var dp = c.UpInts(pos, n);
+        var df = c.Up(inv, DType.F32, half);
+        c.Device.RopeBackward(dg, heads, hd, dp, df);
+        c.Timed = () => c.Device.RopeBackward(dg, heads, hd, dp, df);
+        return Tolerance.Compare(c.Get(dg), ToFloat(expected), 2e-6f, 2e-6f);
+    }
+
+    private static Comparison SwiGluForward(CheckContext c)
+    {
+        int n = c.Pick(16, 5), d = c.Pick(256, 203);
+        c.Note($"[{n}, {d}]");
+        var (dg, cg) = c.Both(c.Random(n * d, 6f), DType.F32, n, d);
+        var (du, cu) = c.Both(c.Random(n * d, 2f), DType.F32, n, d);
+        var dy = c.Device.Allocate(DType.F32, n, d);
+        var cy = c.Cpu.Allocate(DType.F32, n, d);
+        c.Own(dy, cy);
+        c.Device.SwiGlu(dg, du, dy);
+        c.Cpu.SwiGlu(cg, cu, cy);
+        c.Timed = () => c.Device.SwiGlu(dg, du, dy);
+        return c.Compare(dy, cy, 1e-6f, 1e-5f);
+    }
+
+    private static Comparison SwiGluBackward(CheckContext c)
+    {
+        int n = c.Pick(16, 5), d = c.Pick(256, 203), len = n * d;
+        c.Note($"[{n}, {d}]");
+        var g = c.Random(len, 6f);
+        var u = c.Random(len, 2f);
+        var dy = c.Random(len, 1f);
+        var eg = new double[len];
+        var eu = new double[len];
+        for (int i = 0; i < len; i++)
+        {
+            double s = 1 / (1 + Math.Exp(-g[i]));
+            eg[i] = dy[i] * u[i] * s * (1 + g[i] * (1 - s));
+            eu[i] = dy[i] * g[i] * s;
+        }
+        var tg = c.Up(g, DType.F32, n, d);
+        var tu = c.Up(u, DType.F32, n, d);
+        var tdy = c.Up(dy, DType.F32, n, d);
+        var tdg = c.Device.Allocate(DType.F32, n, d);
+        var tdu = c.Device.Allocate(DType.F32, n, d);
+        c.Own(tdg, tdu);
+        c.Device.SwiGluBackward(tg, tu, tdy, tdg, tdu);
+        c.Timed = () => c.Device.SwiGluBackward(tg, tu, tdy, tdg, tdu);
+        return Tolerance.Compare(c.Get(tdg), ToFloat(eg), 1e-6f, 1e-5f).And(Tolerance.Compare(c.Get(tdu), ToFloat(eu), 1e-6f, 1e-5f));
+    }
+
+    private static Comparison AddForward(CheckContext c)
+    {
+        int n = c.Pick(4096, 1001);
+        c.Note($"[{n}]");
+        var (da, ca) = c.Both(c.Random(n, 1f), DType.F32, n);
+        var (db, cb) = c.Both(c.Random(n, 1f), DType.F32, n);
+        var dy = c.Device.Allocate(DType.F32, n);
+        var cy = c.Cpu.Allocate(DType.F32, n);
+        c.Own(dy, cy);
+        c.Device.Add(da, db, dy);
+        c.Cpu.Add(ca, cb, cy);
+        c.Timed = () => c.Device.Add(da, db, dy);
+        return c.Compare(dy, cy, 0, 0);
+    }
+
+    private static Comparison Cast(CheckContext c, DType from, DType to)
+    {
+        int n = c.Pick(4096, 1003);
+        c.Note($"[{n}] {from} -> {to}");
+        var x = c.Random(n, 100f);
+        x[0] = 1.00390625f;   // a tie: rounds to even
+        x[1] = 65520f;        // f16 overflow to infinity
+        x[2] = 3e-6f;         // f16 subnormal
+        x[3] = -0f;
+        var src = c.Up(x, from, n);
+        var dst = c.Device.Allocate(to, n);
+        c.Own(dst);
+        c.Device.Cast(src, dst);
+        c.Timed = () => c.Device.Cast(src, dst);
+        // the reference: the host's conversions of the same source values
+        var source = from == DType.F32 ? x : x.Select(v => Round(v, from)).ToArray();
+        var expected = source.Select(v => Round(v, to)).ToArray();
+        return Tolerance.Compare(c.Get(dst), expected, 0, 0);
+    }
+
+    private static Comparison KvStore(CheckContext c)
+    {
+        int s = 3, t = c.Pick(16, 13), w = c.Pick(128, 72), n = c.Pick(8, 5);
+        c.Note($"cache [{s}, {t}, {w}], {n} tokens");
+        var (dc, cc) = c.Both(c.Random(s * t * w, 1f), DType.F32, s, t, w);
+        var (dsrc, csrc) = c.Both(c.Random(n * w, 1f), DType.F32, n, w);
+        var slots = c.Ints(n, s);
+        var pos = Enumerable.Range(0, n).Select(i => i % t).ToArray();
+        var (dsl, csl) = c.BothInts(slots, n);
+        var (dp, cp) = c.BothInts(pos, n);
+        c.Device.KvStore(dsrc, dc, dsl, dp);
+        c.Cpu.KvStore(csrc, cc, csl, cp);
+        c.Timed = () => c.Device.KvStore(dsrc, dc, dsl, dp);
+        return c.Compare(dc, cc, 0, 0);
+    }
+
+    private static Comparison Attention(CheckContext c)
+    {
+        int s = 2, t = c.Pick(32, 19), kvHeads = 2, heads = c.Pick(8, 6), hd = c.Pick(64, 20), n = c.Pick(8, 7);
+        c.Note($"{n} tokens, {heads}/{kvHeads} heads of {hd}, cache [{s}, {t}]");
+        var (dk, ck) = c.Both(c.Random(s * t * kvHeads * hd, 1f), DType.F32, s, t, kvHeads * hd);
+        var (dv, cv) = c.Both(c.Random(s * t * kvHeads * hd, 1f), DType.F32, s, t, kvHeads * hd);
+        var (dq, cq) = c.Both(c.Random(n * heads * hd, 1f), DType.F32, n, heads * hd);
+        var slots = c.Ints(n, s);
+        var pos = c.Ints(n, t);
+        pos[0] = 0;
+        pos[^1] = t - 1;
+        var (dsl, csl) = c.BothInts(slots, n);
+        var (dp, cp) = c.BothInts(pos, n);
+        var dy = c.Device.Allocate(DType.F32, n, heads * hd);
+        var cy = c.Cpu.Allocate(DType.F32, n, heads * hd);
+        c.Own(dy, cy);
+        c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
+        c.Cpu.Attention(cq, ck, cv, csl, cp, heads, kvHeads, hd, cy);
+        c.Timed = () => c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
+        return c.Compare(dy, cy, 1e-5f, 1e-4f);
+    }
+
+    private static Comparison AdamW(CheckContext c, bool masked, bool globalNorm)
+    {
+        int n1 = c.Pick(4096, 1000), n2 = c.Pick(1024, 333);
+        const float lr = 1e-2f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.01f, maxNorm = 1f;
+        const int steps = 3;
+        c.Note($"tensors [{n1}] and [{n2}], {steps} steps, {(masked ? "masked, " : "")}{(globalNorm ? "global" : "per-tensor")} norm clipping");
+        int[] sizes = [n1, n2];
+        var p = sizes.Select(s => c.Random(s, 1f)).ToArray();
+        var mask = sizes.Select(s => masked ? c.Ints(s, 10).Select(v => (byte)(v == 0 ? 1 : 0)).ToArray() : null).ToArray();
+        var grads = Enumerable.Range(0, steps).Select(_ => sizes.Select(s => c.Random(s, 3f)).ToArray()).ToArray();
+
+        // reference in double
+        var rp = p.Select(a => a.Select(v => (double)v).ToArray()).ToArray();
+        var rm = sizes.Select(s => new double[s]).ToArray();
+        var rv = sizes.Select(s => new double[s]).ToArray();
+        for (int step = 1; step <= steps; step++)
+        {
+            var g = grads[step - 1].Select((a, ti) => a.Select((v, i) => mask[ti] is { } mk && mk[i] == 0 ? 0.0 : v).ToArray()).ToArray();
+            var sq = g.Select(a => a.Sum(v => v * v)).ToArray();
+            var coef = globalNorm
+                ? Enumerable.Repeat(Math.Min(1, maxNorm / (Math.Sqrt(sq.Sum()) + 1e-6)), sizes.Length).ToArray()
+                : sq.Select(q => Math.Min(1, maxNorm / (Math.Sqrt(q) + 1e-6))).ToArray();
+            double bc1 = 1 - Math.Pow(b1, step), bc2 = 1 - Math.Pow(b2, step);
+            for (int ti = 0; ti < sizes.Length; ti++)
+                for (int i = 0; i < sizes[ti]; i++)
+                {
+                    double gi = g[ti][i] * coef[ti];
+                    rp[ti][i] -= lr * wd * rp[ti][i];
+                    rm[ti][i] = b1 * rm[ti][i] + (1 - b1) * gi;
+                    rv[ti][i] = b2 * rv[ti][i] + (1 - b2) * gi * gi;
+                    rp[ti][i] -= lr / bc1 * rm[ti][i] / (Math.Sqrt(rv[ti][i]) / Math.Sqrt(bc2) + eps);
+                }
+        }
+
+        var dev = c.Device;
+        var tp = p.Select((a, i) => c.Up(a, DType.F32, sizes[i])).ToArray();
+        var tm = sizes.Select(s => { var t = dev.Allocate(DType.F32, s); c.Own(t); return t; }).ToArray();
+        var tv = sizes.Select(s => { var t = dev.Allocate(DType.F32, s); c.Own(t); return t; }).ToArray();
+        var tmask = mask.Select((mk, i) => mk is null ? null : c.UpBytes(mk, sizes[i])).ToArray();
+        var tg = sizes.Select(s => { var t = dev.Allocate(DType.F32, s); c.Own(t); return t; }).ToArray();
+        var sumsq = sizes.Select(_ => { var t = dev.Allocate(DType.F32, 1); c.Own(t); return t; }).ToArray();
+        var coefT = sizes.Select(_ => { var t = dev.Allocate(DType.F32, 1); c.Own(t); return t; }).ToArray();
+        void Step(int step, float[][] gs)
+        {
+            for (int ti = 0; ti < sizes.Length; ti++)
+            {
+                dev.Upload<float>(gs[ti], tg[ti]);
+                dev.Upload<float>([0f], sumsq[ti]);
+            }
+            for (int ti = 0; ti < sizes.Length; ti++)
+                dev.GradSumSquares(tg[ti], tmask[ti], globalNorm ? sumsq[0] : sumsq[ti]);
+            for (int ti = 0; ti < sizes.Length; ti++)
+            {
+                if (globalNorm && ti > 0) continue;
+                dev.ClipCoefficient(sumsq[ti], maxNorm, coefT[ti]);
+            }
+            for (int ti = 0; ti < sizes.Length; ti++)
+                dev.AdamW(tp[ti], tg[ti], tm[ti], tv[ti], tmask[ti], globalNorm ? coefT[0] : coefT[ti], step, lr, b1, b2, eps, wd);
+        }
+        for (int step = 1; step <= steps; step++) Step(step, grads[step - 1]);
+        c.Timed = () => dev.AdamW(tp[0], tg[0], tm[0], tv[0], tmask[0], coefT[0], steps + 1, lr, b1, b2, eps, wd);
+        var cmp = Tolerance.Compare(c.Get(tp[0]), ToFloat(rp[0]), 1e-6f, 1e-5f);
+        for (int ti = 1; ti < sizes.Length; ti++) cmp = cmp.And(Tolerance.Compare(c.Get(tp[ti]), ToFloat(rp[ti]), 1e-6f, 1e-5f));
+        if (masked)
+            for (int ti = 0; ti < sizes.Length; ti++)
+            {
+                // masked entries: no gradient ever, so only weight decay moves them
+                var got = c.Get(tp[ti]);
+                for (int i = 0; i < sizes[ti]; i++)
+                    if (mask[ti]![i] == 0 && Math.Abs(got[i] - p[ti][i] * Math.Pow(1 - lr * wd, steps)) > 1e-6)
+                        throw new InvalidOperationException($"adamw: masked entry {i} of tensor {ti} moved by more than weight decay");
+            }
+        return cmp;
+    }
+
+    private static Comparison Argmax(CheckContext c)
+    {
+        int rows = c.Pick(8, 5), v = c.Pick(4096, 1237);
+        c.Note($"[{rows}, {v}] with planted ties");
+        var x = c.Random(rows * v, 4f);
+        var expected = new int[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            // plant a tie of the maximum at two places: the lower index must win
+            int a = (r * 131) % v, b = (a + v / 2 + r) % v;
+            x[r * v + a] = 10f;
+            x[r * v + b] = 10f;
+            expected[r] = Math.Min(a, b);
+        }
+        var tx = c.Up(x, DType.F32, rows, v);
+        var ids = c.Device.Allocate(DType.I32, rows);
+        c.Own(ids);
+        c.Device.Argmax(tx, ids);
+        c.Timed = () => c.Device.Argmax(tx, ids);
+        return Tolerance.CompareExact(c.GetInts(ids), expected);
+    }
+
+    private static Comparison SampleTopP(CheckContext c)
+    {
+        int rows = c.Pick(8, 6), v = c.Pick(2048, 999);
+        const float temperature = 0.8f, topP = 0.9f;
+        c.Note($"[{rows}, {v}], temperature {temperature}, top-p {topP}");
+        var x = c.Random(rows * v, 6f);
+        var u = c.Random(rows, 0.5f).Select(a => a + 0.5f).ToArray();
+        u[0] = 0f;
+        var expected = new int[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            var row = x.AsSpan(r * v, v);
+            float mx = float.NegativeInfinity;
+            foreach (var l in row) mx = Math.Max(mx, l);
+            var p = new double[v];
+            for (int j = 0; j < v; j++) p[j] = Math.Exp((row[j] - mx) / (double)temperature);
+            double z = p.Sum();
+            // the nucleus: the largest probabilities, smallest prefix holding top-p of the mass, ties kept
+            var sorted = p.OrderByDescending(q => q).ToArray();
+            double run = 0, tau = sorted[0];
+            foreach (var q in sorted)
+            {
+                run += q;
+                tau = q;
+                if (run >= topP * z) break;
+            }
+            double mass = p.Where(q => q >= tau).Sum(), goal = u[r] * mass, acc = 0;
+            expected[r] = -1;
+            for (int j = 0; j < v && expected[r] < 0; j++)
+            {
+                if (p[j] < tau) continue;
+                acc += p[j];
+                if (acc > goal) expected[r] = j;
+            }
+        }
+        var tx = c.Up(x, DType.F32, rows, v);
+        var tu = c.Up(u, DType.F32, rows);
+        var ids = c.Device.Allocate(DType.I32, rows);
+        c.Own(ids);
+        c.Device.SampleTopP(tx, temperature, topP, tu, ids);
+        c.Timed = () => c.Device.SampleTopP(tx, temperature, topP, tu, ids);
+        return Tolerance.CompareExact(c.GetInts(ids), expected);
+    }
+
+    // ---- helpers ------------------------------------------------------------------------------------
+
+    private static float Round(float v, DType t) => t switch
+    {
+        DType.BF16 => Bf16.Round(v),
+        DType.F16 => (float)(Half)v,
+        _ => v,
+    };
+
+    private static float[] ToFloat(double[] a) => a.Select(v => (float)v).ToArray();
+}
+
+/// <summary>Inputs and outputs of one check on both backends; disposes every tensor it made.</summary>
+public sealed class CheckContext : IDisposable
+{
+    private readonly List<Tensor> _owned = new();
+    public CudaBackend Device { get; }
+    public IBackend Cpu { get; }
+    public bool Ragged { get; }
+    public Random Rng { get; }
+    /// <summary>The device op alone, for timing; set by the check.</summary>
+    public Action? Timed { get; set; }
+    public float Atol { get; private set; }
+    public string ShapeNote { get; private set; } = "";
+
+    public CheckContext(CudaBackend device, IBackend cpu, bool ragged, string name)
+    {
+        Device = device;
+        Cpu = cpu;
+        Ragged = ragged;
+        Rng = new Random(name.Aggregate(17, (h, ch) => h * 31 + ch) ^ (ragged ? 0x5bd1 : 0));
+    }
+
+    public int Pick(int aligned, int ragged) => Ragged ? ragged : aligned;
+    public void Note(string shapes) => ShapeNote = shapes;
+    public void Own(params Tensor[] ts) => _owned.AddRange(ts);
+
+    public float[] Random(int n, float scale)
+    {
+        var a = new float[n];
+        for (int i = 0; i < n; i++) a[i] = (float)((Rng.NextDouble() * 2 - 1) * scale);
+        return a;
+    }
+
+    public int[] Ints(int n, int below)
+    {
+        var a = new int[n];
+        for (int i = 0; i < n; i++) a[i] = Rng.Next(below);
+        return a;
+    }
+
+    private Tensor UpTo(IBackend b, float[] data, DType dtype, int[] shape)
+    {
+        var t = b.Allocate(dtype, shape);
+        _owned.Add(t);
+        switch (dtype)
+        {
+            case DType.F32: b.Upload<float>(data, t); break;
+            case DType.BF16: b.Upload<ushort>(data.Select(Bf16.FromFloat).ToArray(), t); break;
+            case DType.F16: b.Upload<ushort>(data.Select(v => BitConverter.HalfToUInt16Bits((Half)v)).ToArray(), t); break;
+            default: throw new ArgumentException($"no upload of floats as {dtype}");
+        }
+        return t;
+    }
+
+    /// <summary>The same values on the device and on the CPU (in the given dtype).</summary>
+    public (Tensor Device, Tensor Cpu) Both(float[] data, DType dtype, params int[] shape) =>
+        (UpTo(Device, data, dtype, shape), UpTo(Cpu, data, dtype, shape));
+
+    public (Tensor Device, Tensor Cpu) BothInts(int[] data, params int[] shape) => (UpInts(Device, data, shape), UpInts(Cpu, data, shape));
+
+    public Tensor Up(float[] data, DType dtype, params int[] shape) => UpTo(Device, data, dtype, shape);
+    public Tensor UpInts(int[] data, params int[] shape) => UpInts(Device, data, shape);
+
+    private Tensor UpInts(IBackend b, int[] data, int[] shape)
+    {
+        var t = b.Allocate(DType.I32, shape);
+        _owned.Add(t);
+        b.Upload<int>(data, t);
+        return t;
+    }
+
+    public Tensor UpBytes(byte[] data, params int[] shape)
+    {
+        var t = Device.Allocate(DType.U8, shape);
+        _owned.Add(t);
+        Device.Upload<byte>(data, t);
+        return t;
+    }
+
+    /// <summary>A tensor's values as floats (bf16 / f16 converted exactly).</summary>
+    public float[] Get(Tensor t)
+    {
+        var b = t.Backend;
+        switch (t.DType)
+        {
+            case DType.F32:
+            {
+                var r = new float[t.Length];
+                b.Download<float>(t, r);
+                return r;
+            }
+            case DType.BF16:
+            case DType.F16:
+            {
+                var h = new ushort[t.Length];
+                b.Download<ushort>(t, h);
+                return t.DType == DType.BF16 ? h.Select(Bf16.ToFloat).ToArray() : h.Select(F16.ToFloat).ToArray();
+            }
+            default: throw new ArgumentException($"no float view of {t}");
+        }
+    }
+
+    public int[] GetInts(Tensor t)
+    {
+        var r = new int[t.Length];
+        t.Backend.Download<int>(t, r);
+        return r;
+    }
+
+    /// <summary>Device tensor against CPU tensor under the tolerance rule.</summary>
+    public Comparison Compare(Tensor device, Tensor cpu, float atol, float rtol)
+    {
+        Atol = atol;
+        return Tolerance.Compare(Get(device), Get(cpu), atol, rtol);
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in _owned) t.Dispose();
+        _owned.Clear();
+    }
+}

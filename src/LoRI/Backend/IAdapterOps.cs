@@ -1,0 +1,38 @@
+namespace LoRI.Backend;
+
+/// <summary>
+/// Adapter ops a backend may implement next to <see cref="IBackend"/> (kept apart so that a backend without
+/// them still runs adapters through <see cref="LoraOps.Apply"/>'s generic fallback).
+/// </summary>
+public interface IAdapterOps
+{
+    /// <summary>
+    /// The fused LoRA op `lora_apply`: y += scale * B (A x) for every row of x, in one call: the shrink
+    /// t = scale * x A^T [N, Rank] into backend scratch, then the expand y += t B^T, with B in either of its forms.
+    /// x F32 [N, In], y F32 [N, Out]. Allocates nothing once its scratch has grown to N x Rank.
+    /// </summary>
+    void LoraApply(Tensor x, LoraFactors f, float scale, Tensor y);
+}
+
+/// <summary>Runs the LoRA op on any backend: its own fused op when it has one, else two MatMuls through IBackend.</summary>
+public static class LoraOps
+{
+    /// <summary>
+    /// y += scale * B (A x). <paramref name="scratch"/> (F32, at least N x Rank elements) is used only by the
+    /// generic path, which needs B in the dense form.
+    /// </summary>
+    public static void Apply(IBackend backend, Tensor x, LoraFactors f, float scale, Tensor y, Tensor? scratch)
+    {
+        if (backend is IAdapterOps ops)
+        {
+            ops.LoraApply(x, f, scale, y);
+            return;
+        }
+        if (f.B is null) throw new InvalidOperationException($"backend {backend.Name} has no fused LoRA op; B must be held dense");
+        if (scratch is null || scratch.Length < (long)x.Rows * f.Rank)
+            throw new ArgumentException($"the generic LoRA path needs scratch of {x.Rows} x {f.Rank} floats");
+        var t = scratch.View(0, x.Rows, f.Rank);
+        backend.MatMul(x, f.A, t, scale);
+        backend.MatMul(t, f.B, y, 1f, accumulate: true);
+    }
+}
