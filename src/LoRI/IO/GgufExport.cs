@@ -11,9 +11,13 @@ namespace LoRI.IO;
 /// One adapted projection's low-rank update, however the adapter was loaded: dW = Alpha / Rank * B A, with
 /// A [Rank, in] and B [out, Rank] row-major floats, in HF layout (q/k rows in rotate-half order).
 /// </summary>
-public sealed record LoraModule(int Layer, Proj Proj, int Rank, float Alpha, float[] A, float[] B)
+public sealed record GgufLoraModule(int Layer, Proj Proj, int Rank, float Alpha, float[] A, float[] B)
 {
     public float Scale => Alpha / Rank;
+
+    /// <summary>The modules of a loaded adapter (alpha = scale * rank, so rsLoRA's alpha / sqrt(r) carries over).</summary>
+    public static IReadOnlyList<GgufLoraModule> From(Adapters.LoraAdapter adapter) =>
+        adapter.Modules.Select(m => new GgufLoraModule(m.Layer, m.Proj, m.Rank, m.Scale * m.Rank, m.A, m.B)).ToList();
 }
 
 /// <summary>
@@ -92,7 +96,7 @@ public static class GgufExport
     /// W += weight * Alpha / Rank * B A (in float32, before the q/k reordering).
     /// </summary>
     public static void WriteModel(string modelDir, string outPath, GgmlType type = GgmlType.F32,
-                                  IReadOnlyList<(IReadOnlyList<LoraModule> Modules, float Weight)>? merge = null)
+                                  IReadOnlyList<(IReadOnlyList<GgufLoraModule> Modules, float Weight)>? merge = null)
     {
         var c = LlamaConfig.Load(modelDir);
         var tok = LlamaTokenizer.Load(modelDir);
@@ -148,7 +152,7 @@ public static class GgufExport
     /// weight 1 whose modules share one Alpha/Rank is written as it is, with its alpha. The file's one alpha gives every
     /// module the scale alpha / rank_module, so any other per-module scale is folded into B.
     /// </summary>
-    public static void WriteAdapter(LlamaConfig c, IReadOnlyList<(IReadOnlyList<LoraModule> Modules, float Weight)> adapters,
+    public static void WriteAdapter(LlamaConfig c, IReadOnlyList<(IReadOnlyList<GgufLoraModule> Modules, float Weight)> adapters,
                                     string outPath, GgmlType type = GgmlType.F32, string? name = null)
     {
         if (adapters.Count == 0) throw new ArgumentException("no adapter to export");
@@ -187,19 +191,19 @@ public static class GgufExport
     }
 
     /// <summary>Checks shapes against the config and combines weighted adapters per module (see <see cref="WriteAdapter"/>).</summary>
-    private static List<LoraModule> Combine(LlamaConfig c, IReadOnlyList<(IReadOnlyList<LoraModule> Modules, float Weight)> adapters)
+    private static List<GgufLoraModule> Combine(LlamaConfig c, IReadOnlyList<(IReadOnlyList<GgufLoraModule> Modules, float Weight)> adapters)
     {
         foreach (var (mods, _) in adapters)
             foreach (var m in mods) CheckModule(c, m);
         if (adapters.Count == 1 && adapters[0].Weight == 1f) return adapters[0].Modules.OrderBy(m => m.Layer).ThenBy(m => m.Proj).ToList();
-        var groups = new SortedDictionary<(int, Proj), List<(LoraModule M, float W)>>();
+        var groups = new SortedDictionary<(int, Proj), List<(GgufLoraModule M, float W)>>();
         foreach (var (mods, wt) in adapters)
             foreach (var m in mods)
             {
                 if (!groups.TryGetValue((m.Layer, m.Proj), out var g)) groups[(m.Layer, m.Proj)] = g = new();
                 g.Add((m, wt));
             }
-        var result = new List<LoraModule>();
+        var result = new List<GgufLoraModule>();
         foreach (var ((layer, p), list) in groups)
         {
             var (o, i) = p.Shape(c);
@@ -215,12 +219,12 @@ public static class GgufExport
                     TensorPrimitives.Multiply(m.B.AsSpan(row * m.Rank, m.Rank), s, b.AsSpan(row * R + k0, m.Rank));
                 k0 += m.Rank;
             }
-            result.Add(new LoraModule(layer, p, R, R, a, b));
+            result.Add(new GgufLoraModule(layer, p, R, R, a, b));
         }
         return result;
     }
 
-    private static void CheckModule(LlamaConfig c, LoraModule m)
+    private static void CheckModule(LlamaConfig c, GgufLoraModule m)
     {
         var (o, i) = m.Proj.Shape(c);
         string where = $"adapter module layers.{m.Layer}.{m.Proj.ModuleName()}";
@@ -235,10 +239,10 @@ public static class GgufExport
             throw new ShapeMismatchException($"{where}: alpha {m.Alpha} must be finite and non-zero");
     }
 
-    private static Dictionary<(int, Proj), List<(float Scale, LoraModule M)>> GroupDeltas(
-        LlamaConfig c, IReadOnlyList<(IReadOnlyList<LoraModule> Modules, float Weight)>? merge)
+    private static Dictionary<(int, Proj), List<(float Scale, GgufLoraModule M)>> GroupDeltas(
+        LlamaConfig c, IReadOnlyList<(IReadOnlyList<GgufLoraModule> Modules, float Weight)>? merge)
     {
-        var d = new Dictionary<(int, Proj), List<(float, LoraModule)>>();
+        var d = new Dictionary<(int, Proj), List<(float, GgufLoraModule)>>();
         if (merge is null) return d;
         foreach (var (mods, wt) in merge)
             foreach (var m in mods)
@@ -255,7 +259,7 @@ public static class GgufExport
     /// <paramref name="headDim"/> rows when that is non-zero) in float32, plus the merged adapter deltas, encoded as
     /// <paramref name="type"/>. 1-D tensors are one row.
     /// </summary>
-    private static TensorFill Rows(Checkpoint ckpt, string name, GgmlType type, int headDim, List<(float Scale, LoraModule M)>? deltas)
+    private static TensorFill Rows(Checkpoint ckpt, string name, GgmlType type, int headDim, List<(float Scale, GgufLoraModule M)>? deltas)
     {
         var (file, entry) = ckpt.Get(name);
         if (!entry.DType.IsFloat() || entry.DType == DType.F64)

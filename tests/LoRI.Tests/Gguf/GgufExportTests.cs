@@ -146,3 +146,81 @@ public class GgufExportTests
         Assert.That(File.Exists(tmp.File("x.gguf")), Is.False);
     }
 }
+
+/// <summary>The exported adapter file read back: metadata, tensor names, ne order, B's q/k rows, per-module scales folded.</summary>
+public class GgufAdapterExportTests
+{
+    [Test]
+    public void Adapter_MetadataNamesNeOrderAndPermutedB()
+    {
+        var c = TestModels.Tiny(kvHeads: 2) with { HiddenSize = 64, NumHeads = 4, HeadDim = 16 };
+        var adapter = LoRI.Adapters.LoraAdapter.CreateRandom(c, rank: 4, alpha: 8, seed: 9, bStd: 0.3f);
+        using var tmp = new TempDir();
+        var path = tmp.File("a.gguf");
+        GgufExport.WriteAdapter(c, [(GgufLoraModule.From(adapter), 1f)], path, name: "math");
+        var f = GgufFile.Read(path);
+        Assert.That(f["general.architecture"].AsString(), Is.EqualTo("llama"));
+        Assert.That(f["general.type"].AsString(), Is.EqualTo("adapter"));
+        Assert.That(f["general.name"].AsString(), Is.EqualTo("math"));
+        Assert.That(f["adapter.type"].AsString(), Is.EqualTo("lora"));
+        Assert.That(f["adapter.lora.alpha"].AsFloat(), Is.EqualTo(8f));
+        Assert.That(f.Tensors, Has.Count.EqualTo(c.NumLayers * 7 * 2));
+
+        foreach (var m in adapter.Modules)
+        {
+            var name = GgufExport.TensorName(m.Proj, m.Layer);
+            var ta = f.Tensor(name + ".lora_a");
+            var tb = f.Tensor(name + ".lora_b");
+            Assert.That(ta.Ne, Is.EqualTo(new long[] { m.In, 4 }), $"{name}.lora_a ne = {{in, r}}");
+            Assert.That(tb.Ne, Is.EqualTo(new long[] { 4, m.Out }), $"{name}.lora_b ne = {{r, out}}");
+            Assert.That(f.ReadFloats(name + ".lora_a"), Is.EqualTo(m.A));
+            var b = f.ReadFloats(name + ".lora_b");
+            bool permuted = m.Proj is Proj.Q or Proj.K;
+            for (int n = 0; n < m.Out; n++)
+            {
+                int src = permuted ? GgufExport.PermutedSourceRow(n, 16) : n;
+                Assert.That(b.AsSpan(n * 4, 4).ToArray(), Is.EqualTo(m.B.AsSpan(src * 4, 4).ToArray()), $"{name} B row {n}");
+            }
+        }
+    }
+
+    [Test]
+    public void Adapter_ModuleScalesOtherThanTheFilesAlpha_AreFoldedIntoB()
+    {
+        var c = TestModels.Tiny();
+        int i = c.HiddenSize, o = c.KvDim;
+        var a = TestModels.RandomFloats(2 * i, 1);
+        var b1 = TestModels.RandomFloats(o * 2, 2);
+        var a2 = TestModels.RandomFloats(4 * i, 3);
+        var b2 = TestModels.RandomFloats(o * 4, 4);
+        // module 1: rank 2, alpha 4 (scale 2) sets the file's alpha; module 2: rank 4, alpha 2 (scale 0.5) must be
+        // written with B * 0.5 / (4 / 4) so that llama.cpp's alpha / r = 1 gives 0.5 * B A.
+        var mods = new List<GgufLoraModule> { new(0, Proj.V, 2, 4f, a, b1), new(1, Proj.V, 4, 2f, a2, b2) };
+        using var tmp = new TempDir();
+        var path = tmp.File("a.gguf");
+        GgufExport.WriteAdapter(c, [(mods, 1f)], path);
+        var f = GgufFile.Read(path);
+        Assert.That(f["adapter.lora.alpha"].AsFloat(), Is.EqualTo(4f));
+        Assert.That(f.ReadFloats("blk.0.attn_v.weight.lora_b"), Is.EqualTo(b1));
+        Assert.That(f.ReadFloats("blk.1.attn_v.weight.lora_b"), Is.EqualTo(b2.Select(x => x * 0.5f).ToArray()));
+    }
+
+    [Test]
+    public void Adapter_WrongShapes_AreRefusedNamingTheModule()
+    {
+        var c = TestModels.Tiny();
+        var bad = new GgufLoraModule(1, Proj.Down, 2, 4f, new float[2 * c.HiddenSize], new float[c.HiddenSize * 2]);
+        using var tmp = new TempDir();
+        var e = Assert.Throws<ShapeMismatchException>(() => GgufExport.WriteAdapter(c, [([bad], 1f)], tmp.File("x.gguf")));
+        Assert.That(e!.Message, Does.Contain("layers.1.down_proj").And.Contain("A holds"));
+        Assert.That(File.Exists(tmp.File("x.gguf")), Is.False);
+    }
+
+    [Test]
+    public void Cli_MergeWithoutAdapter_IsAUsageError()
+    {
+        var r = Cli.Run("export-gguf", "--model", "m", "--merge", "--out", "x.gguf");
+        Assert.That(r.ExitCode, Is.EqualTo(2));
+        Assert.That(r.Err, Does.Contain("--merge needs"));
+    }
+}

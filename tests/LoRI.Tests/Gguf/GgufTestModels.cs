@@ -1,3 +1,4 @@
+using LoRI.Adapters;
 using LoRI.Backend.Cpu;
 using LoRI.Model;
 using LoRI.Tensors;
@@ -40,10 +41,10 @@ internal static class GgufTestModels
     }
 
     /// <summary>Our CPU backend's logits [ids.Length, V] for one sequence from position 0.</summary>
-    public static float[] OurLogits(string dir, int[] ids, ILinearHook? hook = null)
+    public static float[] OurLogits(string dir, int[] ids, IReadOnlyList<(LoraAdapter Adapter, float Weight)>? adapters = null)
     {
         using var m = LlamaModel.Load(dir, new CpuBackend(), maxTokensPerForward: Math.Max(ids.Length, 1));
-        m.Hook = hook;
+        using var set = adapters is { Count: > 0 } ? AdapterSet.Attach(m, adapters, merge: false) : null;
         using var cache = new KvCache(m.Backend, m.Config, 1, 256);
         var logits = new float[ids.Length * m.Config.VocabSize];
         var rows = Enumerable.Range(0, ids.Length).ToArray();

@@ -36,11 +36,12 @@ public class LlamaCppParityTests
         var gguf = tmp.File("model.gguf");
         GgufExport.WriteModel(dir, gguf);
 
+        using var cpp = LlamaCppPeer.Load(gguf);
         foreach (int len in new[] { 1, 5, 24, 61 })
         {
             var ids = GgufTestModels.Prompt(len, c.VocabSize, (ulong)len);
             var ours = GgufTestModels.OurLogits(dir, ids);
-            var theirs = LlamaCppPeer.Logits(gguf, ids);
+            var theirs = cpp.Logits(ids);
             TestContext.Out.WriteLine($"len {len}: max |ours - llama.cpp| = {Close.MaxError(ours, theirs):G3}");
             Close.Assert(ours, theirs, Atol, Rtol, $"logits, prompt of {len} tokens");
         }

@@ -46,24 +46,50 @@ internal static class LlamaCppPeer
     /// <summary>Logits [ids.Length, vocab] for every position of one sequence starting at position 0.</summary>
     public static float[] Logits(string gguf, int[] ids, IReadOnlyList<(string Path, float Scale)>? loras = null)
     {
+        using var m = Load(gguf);
+        return m.Logits(ids, loras);
+    }
+
+    public static Model Load(string gguf)
+    {
         Configure();
-        var p = Params(gguf);
-        using var weights = LLamaWeights.LoadFromFile(p);
-        using var ctx = weights.CreateContext(p);
-        if (loras is { Count: > 0 })
+        return new Model(gguf);
+    }
+
+    /// <summary>A loaded GGUF; each Logits call runs on a fresh context (empty KV cache) with the given adapters.</summary>
+    public sealed class Model(string gguf) : IDisposable
+    {
+        private readonly ModelParams _p = Params(gguf);
+        private readonly LLamaWeights _weights = LLamaWeights.LoadFromFile(Params(gguf));
+        private readonly Dictionary<string, LoraAdapter> _loras = new();
+
+        public int VocabSize => _weights.Vocab.Count;
+
+        public float[] Logits(int[] ids, IReadOnlyList<(string Path, float Scale)>? loras = null)
         {
-            var list = new (LoraAdapter, float)[loras.Count];
-            for (int i = 0; i < loras.Count; i++) list[i] = (weights.NativeHandle.LoadLoraFromFile(loras[i].Path), loras[i].Scale);
-            ctx.NativeHandle.SetLoraAdapters(list);
+            using var ctx = _weights.CreateContext(_p);
+            if (loras is { Count: > 0 })
+            {
+                var list = new (LoraAdapter, float)[loras.Count];
+                for (int i = 0; i < loras.Count; i++)
+                {
+                    if (!_loras.TryGetValue(loras[i].Path, out var ad))
+                        _loras[loras[i].Path] = ad = _weights.NativeHandle.LoadLoraFromFile(loras[i].Path);
+                    list[i] = (ad, loras[i].Scale);
+                }
+                ctx.NativeHandle.SetLoraAdapters(list);
+            }
+            var batch = new LLamaBatch();
+            for (int i = 0; i < ids.Length; i++) batch.Add((LLamaToken)ids[i], i, (LLamaSeqId)0, true);
+            var rc = ctx.NativeHandle.Decode(batch);
+            Assert.That(rc, Is.EqualTo(DecodeResult.Ok), "llama_decode");
+            int v = VocabSize;
+            var result = new float[ids.Length * v];
+            for (int i = 0; i < ids.Length; i++) ctx.NativeHandle.GetLogitsIth(i).CopyTo(result.AsSpan(i * v, v));
+            return result;
         }
-        var batch = new LLamaBatch();
-        for (int i = 0; i < ids.Length; i++) batch.Add((LLamaToken)ids[i], i, (LLamaSeqId)0, true);
-        var rc = ctx.NativeHandle.Decode(batch);
-        Assert.That(rc, Is.EqualTo(DecodeResult.Ok), "llama_decode");
-        int v = weights.Vocab.Count;
-        var result = new float[ids.Length * v];
-        for (int i = 0; i < ids.Length; i++) ctx.NativeHandle.GetLogitsIth(i).CopyTo(result.AsSpan(i * v, v));
-        return result;
+
+        public void Dispose() => _weights.Dispose();
     }
 
     /// <summary>llama.cpp's tokenization of <paramref name="text"/> with the vocabulary of a GGUF (no BOS unless asked).</summary>
