@@ -94,4 +94,38 @@ public class LlamaCppTokenizerTests
         for (int i = 0; i < shipped.Count; i++)
             if (derived[i] != shipped[i]) Assert.Fail($"merge {i}: derived '{derived[i]}', tokenizer.json '{shipped[i]}'");
     }
+
+    [Test]
+    public void LlamaCpp_TokenizesWithOurSmallByteLevelTokenizers()
+    {
+        // init-model's tokenizers (bytes + learned merges + Llama-3 specials) go to GGUF the same way; llama.cpp must
+        // split text as we do, merges included.
+        var texts = Cases().Select(c => c.Text).ToList();
+        using var tmp = new TempDir();
+        var dir = tmp.File("m");
+        var vocab = TokenizerFiles.WriteByteLevel(dir, texts, maxMerges: 300);
+        Assert.That(vocab.MergeCount, Is.GreaterThan(100));
+        var c = new LlamaConfig
+        {
+            HiddenSize = 8, IntermediateSize = 8, NumLayers = 1, NumHeads = 1, NumKvHeads = 1, HeadDim = 8,
+            VocabSize = vocab.VocabSize, MaxPositionEmbeddings = 64, TieWordEmbeddings = true, TorchDtype = "float32",
+            BosTokenId = vocab.BosId, EosTokenIds = vocab.EosIds,
+        };
+        LlamaModel.Save(dir, c, RandomWeights.Create(c, 3, LoRI.Tensors.DType.F32));
+        var gguf = tmp.File("m.gguf");
+        GgufExport.WriteModel(dir, gguf);
+        var ours = LlamaTokenizer.Load(dir);
+        var tokenize = LlamaCppPeer.Tokenizer(gguf, out var owner);
+        using (owner)
+        {
+            var failures = new List<string>();
+            foreach (var text in texts)
+            {
+                var cpp = tokenize(text, false, true);
+                var us = ours.Encode(text);
+                if (!cpp.SequenceEqual(us)) failures.Add($"'{text}': llama.cpp [{string.Join(",", cpp)}], ours [{string.Join(",", us)}]");
+            }
+            Assert.That(failures, Is.Empty, $"{failures.Count} of {texts.Count} strings differ");
+        }
+    }
 }
