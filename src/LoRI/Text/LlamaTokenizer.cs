@@ -84,6 +84,7 @@ public sealed class LlamaTokenizer
             _special[a.Id] = a.Special;
             _ids[a.Content] = a.Id;
         }
+        foreach (var b in _bytes) if (b is not null) MaxTokenBytes = Math.Max(MaxTokenBytes, b.Length);
         _addedByFirstChar = added.GroupBy(a => a.Content[0])
             .ToDictionary(g => g.Key, g => g.OrderByDescending(a => a.Content.Length).ToArray());
         AddedTokens = added.OrderBy(a => a.Id).Select(a => (a.Id, a.Content, a.Special)).ToArray();
@@ -417,6 +418,9 @@ public sealed class LlamaTokenizer
         _ = TokenBytes(id);
         return _tokens[id]!;
     }
+
+    /// <summary>Bytes of the longest token.</summary>
+    public int MaxTokenBytes { get; }
 
     public TokenStreamDecoder CreateStreamDecoder(bool skipSpecial = false) => new(this, skipSpecial);
 
