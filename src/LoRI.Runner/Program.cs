@@ -20,6 +20,7 @@ public static class Program
         MaskVerb.Verb,
         MergeVerb.Verb,
         MergeIntoModelVerb.Verb,
+        ExportGgufVerb.Verb,
         TrainVerb.Verb,
         EvalVerb.Verb,
         SelftestVerb.Verb,
