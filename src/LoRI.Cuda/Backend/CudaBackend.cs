@@ -13,7 +13,7 @@ namespace LoRI.Cuda.Backend;
 /// one kernel (native/kernels/OP.cu) on the backend's stream. Upload/Download/Synchronize wait.
 /// Beyond IBackend it offers the backward ops, casts, AdamW and on-device sampling.
 /// </summary>
-public sealed unsafe class CudaBackend : IBackend
+public sealed unsafe partial class CudaBackend : IBackend
 {
     private readonly bool _ownsDriver;
     private readonly DeviceArena _arena;
@@ -208,6 +208,13 @@ public sealed unsafe class CudaBackend : IBackend
         int n = RowsOf(x, k);
         ExpectLength("matmul", "y", y, (long)n * m);
         if (n == 0 || m == 0) return;
+        if (TryFastMatMul(x, w, y, n, m, k, alpha, accumulate)) return;
+        MatMulTiled(x, w, y, n, m, k, alpha, accumulate);
+    }
+
+    /// <summary>The plain tiled GEMM (native/kernels/matmul.cu), the baseline every faster MatMul kernel is held against.</summary>
+    private void MatMulTiled(Tensor x, Tensor w, Tensor y, int n, int m, int k, float alpha, bool accumulate)
+    {
         var a = new KernelArgs();
         a.Add(x); a.Add(w); a.Add(y); a.Add(n); a.Add(m); a.Add(k); a.Add(alpha); a.Add(accumulate ? 1 : 0);
         Launch("matmul", "matmul_" + Suffix(w.DType), new Dim3((uint)((m + 63) / 64), (uint)((n + 63) / 64)), new Dim3(16, 16), 0, ref a);
@@ -266,6 +273,7 @@ public sealed unsafe class CudaBackend : IBackend
         ExpectLength("attention", "q", q, (long)n * heads * headDim);
         ExpectLength("attention", "y", y, (long)n * heads * headDim);
         if (n == 0) return;
+        if (TryFlashAttention(q, kCache, vCache, slots, positions, heads, kvHeads, headDim, y, n)) return;
         int s = kCache.Shape[0], t = kCache.Shape[1];
         var a = new KernelArgs();
         a.Add(q); a.Add(kCache); a.Add(vCache); a.Add(slots); a.Add(positions); a.Add(y);
@@ -469,6 +477,7 @@ public sealed unsafe class CudaBackend : IBackend
         _modules.Clear();
         _functions.Clear();
         _streamHandle.Dispose();
+        DisposeScratch();
         _arena.Dispose();
         if (_ownsDriver) Driver.Dispose();
     }

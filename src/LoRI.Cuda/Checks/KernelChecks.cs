@@ -30,6 +30,12 @@ public static class KernelChecks
         new("matmul_bf16", c => MatMul(c, DType.BF16, 1f, false)),
         new("matmul_f16", c => MatMul(c, DType.F16, 1f, false)),
         new("matmul_bf16_accumulate", c => MatMul(c, DType.BF16, 0.5f, true)),
+        new("matmul_tc_bf16", c => MatMulTensorCore(c, (128, 128, 64), (37, 70, 45), 1f, false)),
+        new("matmul_tc_bf16_multistage", c => MatMulTensorCore(c, (256, 256, 256), (150, 200, 136), 1f, false)),
+        new("matmul_tc_bf16_multistage_accumulate", c => MatMulTensorCore(c, (130, 136, 104), (150, 200, 171), 0.5f, true)),
+        new("matmul_bf16_auto_tensor_core", MatMulAutoTensorCore),
+        new("matmul_gemv_bf16", c => MatMulGemv(c, 1, 1f, false)),
+        new("matmul_gemv_bf16_accumulate", c => MatMulGemv(c, 3, -0.5f, true)),
         new("rope_forward", RopeForward),
         new("rope_backward", RopeBackward),
         new("swiglu_forward", SwiGluForward),
@@ -40,7 +46,12 @@ public static class KernelChecks
         new("cast_f32_f16", c => Cast(c, DType.F32, DType.F16)),
         new("cast_f16_f32", c => Cast(c, DType.F16, DType.F32)),
         new("kvstore", KvStore),
-        new("attention_forward", Attention),
+        new("attention_forward", c => Attention(c, flash: false, splits: 0, decode: false)),
+        new("flash_attention_forward", c => Attention(c, flash: true, splits: 1, decode: false)),
+        new("flash_attention_decode_split3", c => Attention(c, flash: true, splits: 3, decode: true)),
+        new("flash_attention_decode_auto", c => Attention(c, flash: true, splits: 0, decode: true)),
+        new("flash_attention_train_forward", TrainAttentionForward),
+        new("flash_attention_backward", TrainAttentionBackward),
         new("adamw_step_masked_per_tensor_clip", c => AdamW(c, masked: true, globalNorm: false)),
         new("adamw_step_global_clip", c => AdamW(c, masked: false, globalNorm: true)),
         new("argmax_rows", Argmax),
@@ -188,6 +199,83 @@ public static class KernelChecks
         return c.Compare(dy, cy, 2e-5f * MathF.Sqrt(k), 1e-5f);
     }
 
+    /// <summary>
+    /// The tensor-core GEMM on bf16 activations against the CPU backend's MatMul on the same (bf16-rounded)
+    /// values in F32: both sum exact bf16 products in fp32, so only the order of the sums differs.
+    /// </summary>
+    private static Comparison MatMulTensorCore(CheckContext c, (int N, int M, int K) aligned, (int N, int M, int K) ragged, float alpha, bool accumulate)
+    {
+        var (n, m, k) = c.Ragged ? ragged : aligned;
+        c.Note($"x [{n}, {k}] bf16, W [{m}, {k}] bf16, alpha {alpha}{(accumulate ? ", accumulate" : "")}, {(k % 8 == 0 ? "cp.async" : "register-staged")} tiles");
+        var xv = c.Random(n * k, 1f).Select(Bf16.Round).ToArray();
+        var dx = c.Up(xv, DType.BF16, n, k);
+        var cx = c.UpCpu(xv, DType.F32, n, k);
+        var (dw, cw) = c.Both(c.Random(m * k, 1f), DType.BF16, m, k);
+        var (dy, cy) = c.Both(c.Random(n * m, 1f), DType.F32, n, m);
+        c.Device.MatMulBf16(dx, dw, dy, alpha, accumulate);
+        c.Cpu.MatMul(cx, cw, cy, alpha, accumulate);
+        c.Timed = () => c.Device.MatMulBf16(dx, dw, dy, alpha, false);
+        return c.Compare(dy, cy, 2e-5f * MathF.Sqrt(k), 1e-5f);
+    }
+
+    /// <summary>MatMul's own choice of the tensor-core path (F32 x cast to bf16 in scratch) when Bf16Activations is on.</summary>
+    private static Comparison MatMulAutoTensorCore(CheckContext c)
+    {
+        int n = c.Pick(64, 37), m = c.Pick(128, 70), k = c.Pick(64, 101);
+        c.Note($"x [{n}, {k}] F32 holding bf16 values, W [{m}, {k}] bf16, through MatMul with Bf16Activations");
+        var (dx, cx) = c.Both(c.Random(n * k, 1f).Select(Bf16.Round).ToArray(), DType.F32, n, k);
+        var (dw, cw) = c.Both(c.Random(m * k, 1f), DType.BF16, m, k);
+        var dy = c.Device.Allocate(DType.F32, n, m);
+        var cy = c.Cpu.Allocate(DType.F32, n, m);
+        c.Own(dy, cy);
+        bool was = c.Device.Bf16Activations;
+        c.Device.Bf16Activations = true;
+        try
+        {
+            c.Device.MatMul(dx, dw, dy);
+        }
+        finally
+        {
+            c.Device.Bf16Activations = was;
+        }
+        c.Cpu.MatMul(cx, cw, cy);
+        c.Timed = () => c.Device.MatMulBf16(c.Device.Scratch("matmul_x_bf16", DType.BF16, (long)n * k).Reshape(n, k), dw, dy);
+        return c.Compare(dy, cy, 2e-5f * MathF.Sqrt(k), 1e-5f);
+    }
+
+    /// <summary>The decode GEMV (fp32 x, bf16 W) at every K split, through MatMul's dispatch and directly.</summary>
+    private static Comparison MatMulGemv(CheckContext c, int n, float alpha, bool accumulate)
+    {
+        int m = c.Pick(128, 70), k = c.Pick(512, 45 * 7);
+        c.Note($"x [{n}, {k}] F32, W [{m}, {k}] bf16, alpha {alpha}{(accumulate ? ", accumulate" : "")}, K split auto/1/2/4/8");
+        var (dx, cx) = c.Both(c.Random(n * k, 1f), DType.F32, n, k);
+        var (dw, cw) = c.Both(c.Random(m * k, 1f), DType.BF16, m, k);
+        var y0 = c.Random(n * m, 1f);
+        var cy = c.UpCpu(y0, DType.F32, n, m);
+        c.Cpu.MatMul(cx, cw, cy, alpha, accumulate);
+        var expected = c.Get(cy);
+        var dy = c.Up(y0, DType.F32, n, m);
+        c.Device.MatMul(dx, dw, dy, alpha, accumulate);
+        var cmp = Tolerance.Compare(c.Get(dy), expected, 2e-5f * MathF.Sqrt(k), 1e-5f);
+        int was = c.Device.GemvSplitK;
+        try
+        {
+            foreach (var split in new[] { 1, 2, 4, 8 })
+            {
+                c.Device.GemvSplitK = split;
+                c.Device.Upload<float>(y0, dy);
+                c.Device.MatMulGemv(dx, dw, dy, alpha, accumulate);
+                cmp = cmp.And(Tolerance.Compare(c.Get(dy), expected, 2e-5f * MathF.Sqrt(k), 1e-5f));
+            }
+        }
+        finally
+        {
+            c.Device.GemvSplitK = was;
+        }
+        c.Timed = () => c.Device.MatMulGemv(dx, dw, dy, alpha, false);
+        return cmp;
+    }
+
     private static float[] InvFreq(int headDim) => new LlamaConfig
     {
         HeadDim = headDim, RopeTheta = 500000f, RopeScaling = new RopeScaling(8f, 1f, 4f, 8192),
@@ -325,10 +413,32 @@ public static class KernelChecks
         return c.Compare(dc, cc, 0, 0);
     }
 
-    private static Comparison Attention(CheckContext c)
+    /// <summary>
+    /// IBackend.Attention against the CPU: the baseline kernel, or the flash kernel with a given number of KV
+    /// splits (0: the backend's choice). Decode shapes: a few tokens against a long cache (several splits,
+    /// one of them empty for the ragged shape).
+    /// </summary>
+    private static Comparison Attention(CheckContext c, bool flash, int splits, bool decode)
     {
-        int s = 2, t = c.Pick(32, 19), kvHeads = 2, heads = c.Pick(8, 6), hd = c.Pick(64, 20), n = c.Pick(8, 7);
-        c.Note($"{n} tokens, {heads}/{kvHeads} heads of {hd}, cache [{s}, {t}]");
+        int s = 2, t = decode ? c.Pick(128, 100) : c.Pick(32, 37), kvHeads = 2, heads = c.Pick(8, 6), hd = c.Pick(64, 20), n = decode ? 2 : c.Pick(8, 7);
+        c.Note($"{n} tokens, {heads}/{kvHeads} heads of {hd}, cache [{s}, {t}], {(flash ? $"flash, {(splits == 0 ? "auto" : splits.ToString())} splits" : "baseline")}");
+        bool wasFlash = c.Device.UseFlashAttention;
+        int wasSplits = c.Device.AttentionSplits;
+        c.Device.UseFlashAttention = flash;
+        c.Device.AttentionSplits = splits;
+        try
+        {
+            return AttentionRun(c, s, t, kvHeads, heads, hd, n);
+        }
+        finally
+        {
+            c.Device.UseFlashAttention = wasFlash;
+            c.Device.AttentionSplits = wasSplits;
+        }
+    }
+
+    private static Comparison AttentionRun(CheckContext c, int s, int t, int kvHeads, int heads, int hd, int n)
+    {
         var (dk, ck) = c.Both(c.Random(s * t * kvHeads * hd, 1f), DType.F32, s, t, kvHeads * hd);
         var (dv, cv) = c.Both(c.Random(s * t * kvHeads * hd, 1f), DType.F32, s, t, kvHeads * hd);
         var (dq, cq) = c.Both(c.Random(n * heads * hd, 1f), DType.F32, n, heads * hd);
@@ -343,8 +453,77 @@ public static class KernelChecks
         c.Own(dy, cy);
         c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
         c.Cpu.Attention(cq, ck, cv, csl, cp, heads, kvHeads, hd, cy);
-        c.Timed = () => c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
+        bool flash = c.Device.UseFlashAttention;
+        int splits = c.Device.AttentionSplits;
+        c.Timed = () =>
+        {
+            c.Device.UseFlashAttention = flash;
+            c.Device.AttentionSplits = splits;
+            c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
+        };
         return c.Compare(dy, cy, 1e-5f, 1e-4f);
+    }
+
+    private static (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) TrainAttentionShape(CheckContext c) =>
+        (2, c.Pick(32, 37), c.Pick(8, 6), 2, c.Pick(64, 20));
+
+    /// <summary>The training forward (keys from the batch itself) with its log-sum-exp, against CpuOps.AttentionForwardWithLse.</summary>
+    private static Comparison TrainAttentionForward(CheckContext c)
+    {
+        var (b, t, heads, kvh, hd) = TrainAttentionShape(c);
+        int n = b * t;
+        c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}");
+        var q = c.Random(n * heads * hd, 1f);
+        var k = c.Random(n * kvh * hd, 1f);
+        var v = c.Random(n * kvh * hd, 1f);
+        var ry = new float[q.Length];
+        var rl = new float[n * heads];
+        LoRI.Backend.Cpu.CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, ry, rl);
+        var tq = c.Up(q, DType.F32, n, heads * hd);
+        var tk = c.Up(k, DType.F32, n, kvh * hd);
+        var tv = c.Up(v, DType.F32, n, kvh * hd);
+        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tl = c.Device.Allocate(DType.F32, n, heads);
+        c.Own(ty, tl);
+        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        c.Timed = () => c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        return Tolerance.Compare(c.Get(ty), ry, 1e-5f, 1e-4f).And(Tolerance.Compare(c.Get(tl), rl, 1e-5f, 1e-5f));
+    }
+
+    /// <summary>The training backward (dq, dk, dv) against CpuOps.AttentionBackward, from the device's own forward.</summary>
+    private static Comparison TrainAttentionBackward(CheckContext c)
+    {
+        var (b, t, heads, kvh, hd) = TrainAttentionShape(c);
+        int n = b * t;
+        c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}");
+        var q = c.Random(n * heads * hd, 1f);
+        var k = c.Random(n * kvh * hd, 1f);
+        var v = c.Random(n * kvh * hd, 1f);
+        var dyv = c.Random(n * heads * hd, 1f);
+        var ry = new float[q.Length];
+        var rl = new float[n * heads];
+        LoRI.Backend.Cpu.CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, ry, rl);
+        var rdq = new float[q.Length];
+        var rdk = new float[k.Length];
+        var rdv = new float[v.Length];
+        LoRI.Backend.Cpu.CpuOps.AttentionBackward(q, k, v, rl, dyv, b, t, heads, kvh, hd, rdq, rdk, rdv);
+        var tq = c.Up(q, DType.F32, n, heads * hd);
+        var tk = c.Up(k, DType.F32, n, kvh * hd);
+        var tv = c.Up(v, DType.F32, n, kvh * hd);
+        var tdy = c.Up(dyv, DType.F32, n, heads * hd);
+        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tl = c.Device.Allocate(DType.F32, n, heads);
+        var tdq = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tdk = c.Device.Allocate(DType.F32, n, kvh * hd);
+        var tdv = c.Device.Allocate(DType.F32, n, kvh * hd);
+        c.Own(ty, tl, tdq, tdk, tdv);
+        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv);
+        c.Timed = () => c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv);
+        // sums over up to t positions and the group's heads of products of order 1
+        return Tolerance.Compare(c.Get(tdq), rdq, 2e-5f, 1e-4f)
+            .And(Tolerance.Compare(c.Get(tdk), rdk, 2e-5f, 1e-4f))
+            .And(Tolerance.Compare(c.Get(tdv), rdv, 2e-5f, 1e-4f));
     }
 
     private static Comparison AdamW(CheckContext c, bool masked, bool globalNorm)
@@ -560,6 +739,7 @@ public sealed class CheckContext : IDisposable
     public (Tensor Device, Tensor Cpu) BothInts(int[] data, params int[] shape) => (UpInts(Device, data, shape), UpInts(Cpu, data, shape));
 
     public Tensor Up(float[] data, DType dtype, params int[] shape) => UpTo(Device, data, dtype, shape);
+    public Tensor UpCpu(float[] data, DType dtype, params int[] shape) => UpTo(Cpu, data, dtype, shape);
     public Tensor UpInts(int[] data, params int[] shape) => UpInts(Device, data, shape);
 
     private Tensor UpInts(IBackend b, int[] data, int[] shape)
