@@ -52,6 +52,16 @@ public static class KernelChecks
         new("flash_attention_decode_auto", c => Attention(c, flash: true, splits: 0, decode: true)),
         new("flash_attention_train_forward", TrainAttentionForward),
         new("flash_attention_backward", TrainAttentionBackward),
+        new("lora_apply_dense_decode", c => LoraApply(c, LoraBForm.Dense, decode: true)),
+        new("lora_apply_dense_prefill", c => LoraApply(c, LoraBForm.Dense, decode: false)),
+        new("lora_apply_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true)),
+        new("lora_apply_compact_prefill", c => LoraApply(c, LoraBForm.Compact, decode: false)),
+        new("lora_grad_b_masked", LoraGradB),
+        new("adamw_sparse_step", AdamWSparse),
+        new("matmul_backward_input_bf16", c => MatMulBackward(c, DType.BF16, input: true)),
+        new("matmul_backward_weight", c => MatMulBackward(c, DType.F32, input: false)),
+        new("lm_head_cross_entropy_f32", c => CrossEntropy(c, DType.F32)),
+        new("lm_head_cross_entropy_bf16", c => CrossEntropy(c, DType.BF16)),
         new("adamw_step_masked_per_tensor_clip", c => AdamW(c, masked: true, globalNorm: false)),
         new("adamw_step_global_clip", c => AdamW(c, masked: false, globalNorm: true)),
         new("argmax_rows", Argmax),
@@ -599,6 +609,166 @@ public static class KernelChecks
                         throw new InvalidOperationException($"adamw: masked entry {i} of tensor {ti} moved by more than weight decay");
             }
         return cmp;
+    }
+
+    /// <summary>
+    /// lora_apply against the CPU backend's, B dense or compact at ~90% sparsity (LoRI-S), at decode token
+    /// counts (the warp kernels) and prefill counts (GEMMs for the shrink and a dense expand).
+    /// </summary>
+    private static Comparison LoraApply(CheckContext c, LoraBForm form, bool decode)
+    {
+        int inDim = c.Pick(128, 45), outDim = c.Pick(96, 70), rank = c.Pick(16, 13);
+        int n = decode ? c.Pick(8, 3) : c.Pick(64, 37);
+        const float scale = 0.75f;
+        c.Note($"x [{n}, {inDim}], A [{rank}, {inDim}], B [{outDim}, {rank}] {form}, scale {scale}");
+        var a = c.Random(rank * inDim, 1f);
+        var b = c.Random(outDim * rank, 1f);
+        var keep = c.Ints(b.Length, 10);
+        for (int i = 0; i < b.Length; i++)
+            if (keep[i] != 0) b[i] = 0;
+        using var df = LoraFactors.Create(c.Device, a, b, rank, inDim, outDim, form);
+        using var cf = LoraFactors.Create(c.Cpu, a, b, rank, inDim, outDim, form);
+        var (dx, cx) = c.Both(c.Random(n * inDim, 1f), DType.F32, n, inDim);
+        var (dy, cy) = c.Both(c.Random(n * outDim, 1f), DType.F32, n, outDim);
+        c.Device.LoraApply(dx, df, scale, dy);
+        ((IAdapterOps)c.Cpu).LoraApply(cx, cf, scale, cy);
+        var cmp = c.Compare(dy, cy, 2e-5f * MathF.Sqrt(inDim), 1e-5f);
+        c.Timed = null;
+        return cmp;
+    }
+
+    private static Comparison LoraGradB(CheckContext c)
+    {
+        int n = c.Pick(32, 37), outDim = c.Pick(64, 70), rank = c.Pick(16, 13);
+        const float scale = 2f;
+        c.Note($"dy [{n}, {outDim}], u [{n}, {rank}], mask keeping ~10%");
+        var dyv = c.Random(n * outDim, 1f);
+        var u = c.Random(n * rank, 1f);
+        var db0 = c.Random(outDim * rank, 1f);
+        var mask = c.Ints(outDim * rank, 10).Select(v => (byte)(v == 0 ? 1 : 0)).ToArray();
+        var expected = new double[db0.Length];
+        for (int o = 0; o < outDim; o++)
+            for (int j = 0; j < rank; j++)
+            {
+                double s = 0;
+                for (int i = 0; i < n; i++) s += (double)dyv[i * outDim + o] * u[i * rank + j];
+                expected[o * rank + j] = mask[o * rank + j] != 0 ? db0[o * rank + j] + scale * s : db0[o * rank + j];
+            }
+        var tdy = c.Up(dyv, DType.F32, n, outDim);
+        var tu = c.Up(u, DType.F32, n, rank);
+        var tdb = c.Up(db0, DType.F32, outDim, rank);
+        var tm = c.UpBytes(mask, outDim * rank);
+        c.Device.LoraGradB(tdy, tu, tm, scale, tdb);
+        c.Timed = () => c.Device.LoraGradB(tdy, tu, tm, scale, tdb);
+        return Tolerance.Compare(c.Get(tdb), ToFloat(expected), 1e-5f, 1e-5f);
+    }
+
+    private static Comparison AdamWSparse(CheckContext c)
+    {
+        int size = c.Pick(4096, 1001);
+        const float lr = 1e-2f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.01f;
+        const int steps = 3;
+        c.Note($"[{size}] with ~10% live entries, {steps} steps");
+        var p = c.Random(size, 1f);
+        var live = Enumerable.Range(0, size).Where(i => i % 10 == 3 || i == size - 1).ToArray();
+        var grads = Enumerable.Range(0, steps).Select(_ => c.Random(size, 3f)).ToArray();
+        var rp = p.Select(v => (double)v).ToArray();
+        var rm = new double[live.Length];
+        var rv = new double[live.Length];
+        for (int step = 1; step <= steps; step++)
+        {
+            double bc1 = 1 - Math.Pow(b1, step), bc2 = 1 - Math.Pow(b2, step);
+            for (int e = 0; e < live.Length; e++)
+            {
+                int i = live[e];
+                double g = grads[step - 1][i];
+                rp[i] -= lr * wd * rp[i];
+                rm[e] = b1 * rm[e] + (1 - b1) * g;
+                rv[e] = b2 * rv[e] + (1 - b2) * g * g;
+                rp[i] -= lr / bc1 * rm[e] / (Math.Sqrt(rv[e]) / Math.Sqrt(bc2) + eps);
+            }
+        }
+        var tp = c.Up(p, DType.F32, size);
+        var tg = c.Device.Allocate(DType.F32, size);
+        var ti = c.UpInts(live, live.Length);
+        var tm = c.Device.Allocate(DType.F32, live.Length);
+        var tv = c.Device.Allocate(DType.F32, live.Length);
+        c.Own(tg, tm, tv);
+        for (int step = 1; step <= steps; step++)
+        {
+            c.Device.Upload<float>(grads[step - 1], tg);
+            c.Device.AdamWSparse(tp, tg, ti, tm, tv, null, step, lr, b1, b2, eps, wd);
+        }
+        c.Timed = () => c.Device.AdamWSparse(tp, tg, ti, tm, tv, null, steps + 1, lr, b1, b2, eps, wd);
+        // dead entries are untouched: rp holds their initial values exactly
+        return Tolerance.Compare(c.Get(tp), ToFloat(rp), 1e-6f, 1e-5f);
+    }
+
+    /// <summary>dx = dy W and dW += dy^T x against double-precision loops.</summary>
+    private static Comparison MatMulBackward(CheckContext c, DType wtype, bool input)
+    {
+        int n = c.Pick(64, 37), m = c.Pick(128, 70), k = c.Pick(64, 45);
+        c.Note($"dy [{n}, {m}], {(input ? $"W [{m}, {k}] {wtype}" : $"x [{n}, {k}]")}, accumulate");
+        var dyv = c.Random(n * m, 1f);
+        var other = c.Random(input ? m * k : n * k, 1f).Select(v => Round(v, wtype)).ToArray();
+        int rows = input ? n : m;
+        var y0 = c.Random(rows * k, 1f);
+        var expected = new double[rows * k];
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < k; j++)
+            {
+                double s = y0[r * k + j];
+                if (input) for (int q = 0; q < m; q++) s += (double)dyv[r * m + q] * other[q * k + j];
+                else for (int q = 0; q < n; q++) s += (double)dyv[q * m + r] * other[q * k + j];
+                expected[r * k + j] = s;
+            }
+        var tdy = c.Up(dyv, DType.F32, n, m);
+        var ty = c.Up(y0, DType.F32, rows, k);
+        if (input)
+        {
+            var tw = c.Up(other, wtype, m, k);
+            c.Device.MatMulBackwardInput(tdy, tw, ty, 1f, accumulate: true);
+        }
+        else
+        {
+            var tx = c.Up(other, DType.F32, n, k);
+            c.Device.MatMulBackwardWeight(tdy, tx, ty, 1f, accumulate: true);
+        }
+        c.Timed = null;
+        return Tolerance.Compare(c.Get(ty), ToFloat(expected), 2e-5f * MathF.Sqrt(input ? m : n), 1e-5f);
+    }
+
+    /// <summary>The chunked lm_head cross-entropy (loss, dh, dW, the weighted total) against CpuOps.LmHeadCrossEntropy.</summary>
+    private static Comparison CrossEntropy(CheckContext c, DType wtype)
+    {
+        int n = c.Pick(16, 7), dim = c.Pick(64, 45), vocab = c.Pick(512, 300);
+        const int chunk = 128;
+        c.Note($"h [{n}, {dim}], W [{vocab}, {dim}] {wtype}, chunks of {chunk}, one row without a target");
+        var h = c.Random(n * dim, 1f);
+        var w = c.Random(vocab * dim, 0.5f).Select(v => Round(v, wtype)).ToArray();
+        var targets = c.Ints(n, vocab);
+        targets[1] = -1;
+        targets[^1] = vocab - 1;
+        var weights = c.Random(n, 0.5f).Select(v => v + 0.6f).ToArray();
+        var dw0 = c.Random(vocab * dim, 0.1f);
+        var rloss = new float[n];
+        var rdh = new float[n * dim];
+        var rdw = (float[])dw0.Clone();
+        double rtotal = LoRI.Backend.Cpu.CpuOps.LmHeadCrossEntropy(h, w, dim, targets, weights, rloss, rdh, rdw, new float[n * chunk]);
+        var th = c.Up(h, DType.F32, n, dim);
+        var tw = c.Up(w, wtype, vocab, dim);
+        var tt = c.UpInts(targets, n);
+        var twt = c.Up(weights, DType.F32, n);
+        var tloss = c.Device.Allocate(DType.F32, n);
+        var tdh = c.Device.Allocate(DType.F32, n, dim);
+        c.Own(tloss, tdh);
+        var tdw = c.Up(dw0, DType.F32, vocab, dim);
+        double total = c.Device.LmHeadCrossEntropy(th, tw, tt, twt, tloss, tdh, tdw, chunk);
+        c.Timed = () => c.Device.LmHeadCrossEntropy(th, tw, tt, twt, tloss, null, null, chunk);
+        return Tolerance.Compare(c.Get(tloss), rloss, 1e-5f, 1e-5f)
+            .And(Tolerance.Compare(c.Get(tdh), rdh, 1e-6f, 1e-4f))
+            .And(Tolerance.Compare(c.Get(tdw), rdw, 1e-6f, 1e-4f))
+            .And(Tolerance.Compare([(float)total], [(float)rtotal], 1e-5f, 1e-5f));
     }
 
     private static Comparison Argmax(CheckContext c)
