@@ -13,8 +13,15 @@ public static class Program
     [
         InitModelVerb.Verb,
         InfoVerb.Verb,
+        TokenizeVerb.Verb,
         GenerateVerb.Verb,
         ScoreVerb.Verb,
+        AdapterInfoVerb.Verb,
+        MaskVerb.Verb,
+        MergeVerb.Verb,
+        MergeIntoModelVerb.Verb,
+        TrainVerb.Verb,
+        EvalVerb.Verb,
         SelftestVerb.Verb,
         PtxVerb.Verb,
     ];
