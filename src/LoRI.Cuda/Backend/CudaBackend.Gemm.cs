@@ -137,6 +137,7 @@ public sealed unsafe partial class CudaBackend
     {
         if (_scratch.TryGetValue(name, out var t) && t.DType == dtype && t.Length >= length)
             return t.View(0, checked((int)length));
+        NotCapturing($"growing scratch '{name}' (run the step once before capturing it)");
         t?.Dispose();
         t = AllocateUninitialized(dtype, [checked((int)Math.Max(1, length))]);
         _scratch[name] = t;

@@ -62,6 +62,7 @@ public sealed unsafe partial class CudaBackend : IBackend
 
     public Tensor Allocate(DType dtype, params int[] shape)
     {
+        NotCapturing("allocate");
         var t = AllocateUninitialized(dtype, shape);
         Driver.Memset((ulong)t.Pointer, 0, Math.Max(1, t.ByteSize), Stream);
         return t;
@@ -86,6 +87,7 @@ public sealed unsafe partial class CudaBackend : IBackend
     public void Upload<T>(ReadOnlySpan<T> src, Tensor dst) where T : unmanaged
     {
         Own(dst, nameof(dst));
+        NotCapturing("upload");
         long bytes = (long)src.Length * sizeof(T);
         if (bytes != dst.ByteSize)
             throw new ShapeMismatchException($"upload: {src.Length} x {typeof(T).Name} ({bytes} bytes) into {dst} ({dst.ByteSize} bytes)");
@@ -95,13 +97,18 @@ public sealed unsafe partial class CudaBackend : IBackend
     public void Download<T>(Tensor src, Span<T> dst) where T : unmanaged
     {
         Own(src, nameof(src));
+        NotCapturing("download");
         long bytes = (long)dst.Length * sizeof(T);
         if (bytes != src.ByteSize)
             throw new ShapeMismatchException($"download: {src} ({src.ByteSize} bytes) into {dst.Length} x {typeof(T).Name} ({bytes} bytes)");
         fixed (T* p = dst) Driver.CopyDtoH((nint)p, (ulong)src.Pointer, bytes, 0);
     }
 
-    public void Synchronize() => Driver.SynchronizeStream(Stream);
+    public void Synchronize()
+    {
+        NotCapturing("synchronize");
+        Driver.SynchronizeStream(Stream);
+    }
 
     // ---- launching -------------------------------------------------------------------------------
 
@@ -130,6 +137,11 @@ public sealed unsafe partial class CudaBackend : IBackend
                 throw new UnsupportedException($"{name} needs {smem} bytes of shared memory; the device allows {Driver.MaxDynamicSharedMemoryPerBlock}");
             Driver.SetMaxDynamicSharedMemory(fn, smem);
             _dynamicSmemLimit[fn] = smem;
+        }
+        if (_recording is not null)
+        {
+            _recording.Add(new RecordedLaunch(fn, grid, block, smem, args));
+            return;
         }
         var pointers = stackalloc void*[KernelArgs.Capacity];
         fixed (ulong* v = args.Values)
@@ -370,6 +382,7 @@ public sealed unsafe partial class CudaBackend : IBackend
         ExpectLength("cast", "dst", dst, src.Length);
         if (src.DType == dst.DType)
         {
+            NotCapturing("a device copy");
             Driver.CopyDtoD((ulong)dst.Pointer, (ulong)src.Pointer, src.ByteSize, Stream);
             return;
         }
