@@ -202,7 +202,17 @@ public static class KernelChecks
         var (dw, cw) = c.Both(c.Random(m * k, 1f), wtype, m, k);
         var y0 = c.Random(n * m, 1f);
         var (dy, cy) = c.Both(y0, DType.F32, n, m);
-        c.Device.MatMul(dx, dw, dy, alpha, accumulate);
+        // fp32 activations throughout (the tensor-core path, which rounds them to bf16, has its own checks)
+        bool was = c.Device.Bf16Activations;
+        c.Device.Bf16Activations = false;
+        try
+        {
+            c.Device.MatMul(dx, dw, dy, alpha, accumulate);
+        }
+        finally
+        {
+            c.Device.Bf16Activations = was;
+        }
         c.Cpu.MatMul(cx, cw, cy, alpha, accumulate);
         c.Timed = () => c.Device.MatMul(dx, dw, dy, alpha, false);
         // fp32 sums over k terms of order 1: both sides round differently, by about k * 2^-24 each
@@ -763,7 +773,18 @@ public static class KernelChecks
         var tdh = c.Device.Allocate(DType.F32, n, dim);
         c.Own(tloss, tdh);
         var tdw = c.Up(dw0, DType.F32, vocab, dim);
-        double total = c.Device.LmHeadCrossEntropy(th, tw, tt, twt, tloss, tdh, tdw, chunk);
+        // fp32 activations into the lm_head, as the CPU reference has them
+        bool was = c.Device.Bf16Activations;
+        c.Device.Bf16Activations = false;
+        double total;
+        try
+        {
+            total = c.Device.LmHeadCrossEntropy(th, tw, tt, twt, tloss, tdh, tdw, chunk);
+        }
+        finally
+        {
+            c.Device.Bf16Activations = was;
+        }
         c.Timed = () => c.Device.LmHeadCrossEntropy(th, tw, tt, twt, tloss, null, null, chunk);
         return Tolerance.Compare(c.Get(tloss), rloss, 1e-5f, 1e-5f)
             .And(Tolerance.Compare(c.Get(tdh), rdh, 1e-6f, 1e-4f))
