@@ -25,6 +25,7 @@ public static class Program
         EvalVerb.Verb,
         SelftestVerb.Verb,
         PtxVerb.Verb,
+        BenchGpuVerb.Verb,
     ];
 
     public static int Main(string[] argv)
