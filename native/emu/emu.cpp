@@ -2,7 +2,7 @@
 //
 // A launch is a grid of blocks. Blocks are taken from a shared counter by a small pool of OS threads
 // (the caller included), so blocks run in parallel and in no fixed order, as on a GPU. Inside one OS
-// thread a block's threads are cooperative fibers (ucontext): each runs until it reaches a
+// thread a block's threads are cooperative fibers (see context switching below): each runs until it reaches a
 // synchronisation point (__syncthreads, a warp collective) or returns, then yields to the block's
 // scheduler. The scheduler runs warp by warp; a warp collective completes when every lane of its
 // mask has arrived, and __syncthreads when every live thread of the block has. A block in which no
@@ -30,10 +30,99 @@
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define LORI_EMU_ASAN 1
 #else
 #define LORI_EMU_ASAN 0
+#endif
+
+// ---- context switching ---------------------------------------------------------------------------
+// On x86-64 a fiber switch saves the callee-saved registers and the FP control words on the old stack
+// and swaps stack pointers (no system call, unlike swapcontext's signal-mask save). Elsewhere, or with
+// -DLORI_EMU_UCONTEXT, ucontext does the same job more slowly.
+#if defined(__x86_64__) && !defined(LORI_EMU_UCONTEXT)
+#define LORI_EMU_FAST_SWITCH 1
+extern "C" void lori_emu_switch(void** save_sp, void* next_sp);
+asm(R"(
+    .text
+    .globl lori_emu_switch
+    .hidden lori_emu_switch
+    .type lori_emu_switch,@function
+lori_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size lori_emu_switch, .-lori_emu_switch
+    .section .note.GNU-stack,"",@progbits
+    .text
+)");
+
+namespace {
+struct Context { void* sp = nullptr; };
+
+// A fresh context that starts in entry() on the given stack, with the caller's FP control words.
+void context_init(Context& c, unsigned char* stack, size_t size, void (*entry)())
+{
+    uintptr_t top = reinterpret_cast<uintptr_t>(stack + size) & ~uintptr_t(15);
+    uint64_t* sp = reinterpret_cast<uint64_t*>(top);
+    *--sp = 0;                                   // entry's return address: it never returns
+    *--sp = reinterpret_cast<uint64_t>(entry);   // where the switch's `ret` goes
+    for (int i = 0; i < 6; i++) *--sp = 0;       // rbp rbx r12 r13 r14 r15
+    --sp;
+    uint32_t mxcsr;
+    uint16_t fpcw;
+    asm volatile("stmxcsr %0" : "=m"(mxcsr));
+    asm volatile("fnstcw %0" : "=m"(fpcw));
+    std::memcpy(sp, &mxcsr, 4);
+    std::memcpy(reinterpret_cast<char*>(sp) + 4, &fpcw, 2);
+    c.sp = sp;
+}
+inline void context_switch(Context& from, Context& to) { lori_emu_switch(&from.sp, to.sp); }
+[[noreturn]] inline void context_jump(Context& to)
+{
+    void* discard;
+    lori_emu_switch(&discard, to.sp);
+    __builtin_unreachable();
+}
+} // namespace
+#else
+#define LORI_EMU_FAST_SWITCH 0
+namespace {
+struct Context { ucontext_t uc; };
+void context_init(Context& c, unsigned char* stack, size_t size, void (*entry)())
+{
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = size;
+    c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+inline void context_switch(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+[[noreturn]] inline void context_jump(Context& to)
+{
+    setcontext(&to.uc);
+    std::abort();
+}
+} // namespace
 #endif
 
 namespace lori_emu {
@@ -47,7 +136,7 @@ enum class State { Runnable, AtBarrier, AtWarp, Done };
 
 struct Fiber
 {
-    ucontext_t ctx;
+    Context ctx;
     unsigned char* stack = nullptr;  // usable stack (above the guard page)
     size_t stack_size = 0;
     ThreadCtx tc{};
@@ -76,7 +165,7 @@ size_t fiber_stack_bytes()
 struct Worker
 {
     std::vector<std::unique_ptr<Fiber>> fibers;
-    ucontext_t scheduler;
+    Context scheduler;
     Fiber* current = nullptr;
     Trampoline tramp = nullptr;
     void** args = nullptr;
@@ -149,10 +238,10 @@ void switch_to_fiber(Worker& w, Fiber& f)
 #if LORI_EMU_ASAN
     void* fake = nullptr;
     __sanitizer_start_switch_fiber(&fake, f.stack, f.stack_size);
-    swapcontext(&w.scheduler, &f.ctx);
+    context_switch(w.scheduler, f.ctx);
     __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #else
-    swapcontext(&w.scheduler, &f.ctx);
+    context_switch(w.scheduler, f.ctx);
 #endif
     w.current = nullptr;
     t_thread = nullptr;
@@ -165,10 +254,10 @@ void yield_to_scheduler()
     Fiber& f = *w.current;
 #if LORI_EMU_ASAN
     __sanitizer_start_switch_fiber(&f.fake_stack, w.sched_stack_bottom, w.sched_stack_size);
-    swapcontext(&f.ctx, &w.scheduler);
+    context_switch(f.ctx, w.scheduler);
     __sanitizer_finish_switch_fiber(f.fake_stack, &w.sched_stack_bottom, &w.sched_stack_size);
 #else
-    swapcontext(&f.ctx, &w.scheduler);
+    context_switch(f.ctx, w.scheduler);
 #endif
 }
 
@@ -181,8 +270,7 @@ void yield_to_scheduler()
 #if LORI_EMU_ASAN
     __sanitizer_start_switch_fiber(nullptr, w.sched_stack_bottom, w.sched_stack_size);
 #endif
-    setcontext(&w.scheduler);
-    std::abort();
+    context_jump(w.scheduler);
 }
 
 void fiber_entry()
@@ -254,33 +342,43 @@ void run_block(Worker& w, Trampoline tramp, void** args, BlockCtx& block)
         f.tc.warp = i >> 5;
         f.state = State::Runnable;
         f.warp_resolve = nullptr;
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = f.stack;
-        f.ctx.uc_stack.ss_size = f.stack_size;
-        f.ctx.uc_link = nullptr;
-        makecontext(&f.ctx, fiber_entry, 0);
+#if LORI_EMU_ASAN
+        // frames abandoned by an earlier block (a trap, an exit) may have left redzones poisoned
+        __asan_unpoison_memory_region(f.stack, f.stack_size);
+#endif
+        context_init(f.ctx, f.stack, f.stack_size, fiber_entry);
     }
 
     const unsigned warps = (n + 31) / 32;
+    // Odd blocks run their warps and lanes in reverse order: between two barriers, a thread that reads
+    // shared memory another thread writes without a __syncthreads then sees the stale value in one of
+    // the two orders, so a missing barrier shows up as a wrong result instead of passing by luck.
+    const unsigned long long linear_block = block.block_idx.x +
+        (unsigned long long)block.grid_dim.x * (block.block_idx.y + (unsigned long long)block.grid_dim.y * block.block_idx.z);
+    const bool reverse = (linear_block & 1) != 0;
     std::vector<Fiber*> lanes(32);
     for (;;)
     {
         bool progress = false;
         std::string problem;
-        for (unsigned wi = 0; wi < warps && !w.aborted; wi++)
+        for (unsigned wn = 0; wn < warps && !w.aborted; wn++)
         {
+            const unsigned wi = reverse ? warps - 1 - wn : wn;
             const unsigned base = wi * 32, count = std::min(32u, n - base);
             for (unsigned l = 0; l < count; l++) lanes[l] = w.fibers[base + l].get();
             bool again = true;
             while (again && !w.aborted)
             {
                 again = false;
-                for (unsigned l = 0; l < count && !w.aborted; l++)
+                for (unsigned ln = 0; ln < count && !w.aborted; ln++)
+                {
+                    const unsigned l = reverse ? count - 1 - ln : ln;
                     if (lanes[l]->state == State::Runnable)
                     {
                         switch_to_fiber(w, *lanes[l]);
                         progress = true;
                     }
+                }
                 for (unsigned l = 0; l < count && !w.aborted; l++)
                     if (lanes[l]->state == State::AtWarp && resolve_warp_op(lanes.data(), count, *lanes[l], problem))
                     {

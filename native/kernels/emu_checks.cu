@@ -193,3 +193,15 @@ extern "C" __global__ void emu_divergent_sync(float* out)
     else out[threadIdx.x] = __shfl_sync(LORI_FULL_MASK, 1.0f, 0);
 }
 LORI_KERNEL(emu_divergent_sync)
+
+// A deliberate race: each thread reads its neighbour's shared slot without a __syncthreads after the
+// writes. The emulator runs even blocks' threads in order and odd blocks' in reverse, so in one of the
+// two the neighbour has not written yet and the stale value shows. out [gridDim.x][blockDim.x].
+extern "C" __global__ void emu_missing_barrier(int* out, int salt)
+{
+    __shared__ int s[1024];
+    const int t = threadIdx.x, n = blockDim.x;
+    s[t] = salt + 1000 * blockIdx.x + t;
+    out[blockIdx.x * n + t] = s[(t + 1) % n];
+}
+LORI_KERNEL(emu_missing_barrier)

@@ -105,6 +105,9 @@ public sealed unsafe class CudaBackend : IBackend
 
     // ---- launching -------------------------------------------------------------------------------
 
+    /// <summary>Every kernel loaded so far, as "family/name" -> function handle.</summary>
+    public IReadOnlyDictionary<string, nint> LoadedFunctions => _functions;
+
     /// <summary>The kernel `name` of family `family` (native/kernels/family.cu), loaded once.</summary>
     public nint Function(string family, string name)
     {

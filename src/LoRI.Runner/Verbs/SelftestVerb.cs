@@ -1,6 +1,7 @@
 using LoRI.Backend.Cpu;
 using LoRI.Cuda;
 using LoRI.Cuda.Checks;
+using LoRI.Cuda.Driver;
 
 namespace LoRI.Runner.Verbs;
 
@@ -64,6 +65,25 @@ public static class SelftestVerb
                     w.WriteEndObject();
                 }
                 w.WriteEndArray();
+                if (cuda.Driver is CudaDriver real)
+                {
+                    // registers and spills per kernel, as the driver's JIT compiled them for this device
+                    w.WriteStartArray("kernels");
+                    foreach (var (name, fn) in cuda.LoadedFunctions.OrderBy(k => k.Key, StringComparer.Ordinal))
+                    {
+                        var (regs, local, shared) = real.FunctionInfo(fn);
+                        w.WriteStartObject();
+                        w.WriteString("name", name);
+                        w.WriteNumber("registers", regs);
+                        w.WriteNumber("local_bytes", local);
+                        w.WriteNumber("static_shared_bytes", shared);
+                        w.WriteEndObject();
+                    }
+                    w.WriteEndArray();
+                    w.WriteStartObject("ptx");
+                    foreach (var (family, origin) in real.PtxOrigins) w.WriteString(family, origin);
+                    w.WriteEndObject();
+                }
             });
         }
         else

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 using LoRI.Backend;
 using LoRI.Model;
 using LoRI.Tensors;
@@ -148,18 +147,8 @@ public sealed class AdapterSet : ILinearHook, IDisposable
                 case DType.F16: F16.ToFloat(MemoryMarshal.Cast<byte, ushort>(raw), row); break;
                 default: throw new UnsupportedException($"cannot merge into a {dt} weight");
             }
-            foreach (var (m, s) in terms)
-                for (int j = 0; j < m.Rank; j++)
-                {
-                    float coef = s * m.B[(long)o * m.Rank + j];
-                    if (coef != 0) TensorPrimitives.MultiplyAdd(m.A.AsSpan(j * inDim, inDim), coef, row, row);
-                }
-            switch (dt)
-            {
-                case DType.F32: row.AsSpan().CopyTo(MemoryMarshal.Cast<byte, float>(raw)); break;
-                case DType.BF16: Bf16.FromFloat(row, MemoryMarshal.Cast<byte, ushort>(raw)); break;
-                case DType.F16: F16.FromFloat(row, MemoryMarshal.Cast<byte, ushort>(raw)); break;
-            }
+            MergedModel.AddDelta(row, o, terms);
+            MergedModel.Encode(row, dt, raw);
             return row;
         }, _ => { });
         var t = be.Allocate(dt, outDim, inDim);

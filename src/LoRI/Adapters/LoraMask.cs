@@ -1,6 +1,7 @@
 using System.Text;
 using LoRI.IO;
 using LoRI.Model;
+using LoRI.Plotting;
 using LoRI.Tensors;
 
 namespace LoRI.Adapters;
@@ -153,6 +154,16 @@ public sealed class LoraMask
             for (int j = 0; j < projs.Length; j++)
                 g[i, j] = this[layers[i], projs[j]]?.Density ?? double.NaN;
         return g;
+    }
+
+    /// <summary>A heatmap of the kept fraction per layer (rows) and projection (columns), coloured from 0 to the highest density.</summary>
+    public Canvas DensityPlot(string title)
+    {
+        var g = DensityGrid(out var layers, out var projs);
+        double max = 0;
+        foreach (var v in g) if (!double.IsNaN(v)) max = Math.Max(max, v);
+        return Charts.Heatmap(g, layers.Select(l => $"L{l}").ToList(), projs.Select(p => p.ModuleName()[..^5]).ToList(), title,
+            0, max > 0 ? max : 1, "kept");
     }
 
     /// <summary>A text table of kept percentages: one row per layer, one column per projection, plus totals.</summary>

@@ -196,10 +196,14 @@ public sealed class LlamaTokenizer
         {
             Merges = merges,
             ByteLevel = true,
-            PreTokenizer = new RegexPreTokenizer(new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant), null),
+            PreTokenizer = CreatePreTokenizer(pattern),
         });
         return new LlamaTokenizer(path, core, vocab, added, cfg.BosToken, cfg.EosTokens);
     }
+
+    /// <summary>Llama-3's pattern runs through the code-point scanner; others through a Regex.</summary>
+    private static PreTokenizer CreatePreTokenizer(string pattern) =>
+        pattern == Llama3Pattern ? Llama3PreTokenizer.Instance : new RegexPreTokenizer(PreTokenizerRegex.Create(pattern), null);
 
     private static string PreTokenizerPattern(string path, JsonElement root)
     {
@@ -323,7 +327,7 @@ public sealed class LlamaTokenizer
             for (int i = 0; i < names.Count; i++) added.Add(new AddedToken(baseCount + i, names[i], true));
         }
         var core = TiktokenTokenizer.Create(new MemoryStream(data, writable: false),
-            new RegexPreTokenizer(new Regex(Llama3Pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant), null), null, null);
+            Llama3PreTokenizer.Instance, null, null);
         return new LlamaTokenizer(path, core, vocab, added, cfg.BosToken, cfg.EosTokens);
     }
 

@@ -2,7 +2,6 @@ using System.Buffers;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
-using System.Text.RegularExpressions;
 using LoRI.IO;
 
 namespace LoRI.Text;
@@ -60,11 +59,13 @@ public static class TokenizerFiles
 
     private static List<(int Left, int Right)> LearnMerges(IEnumerable<string> corpus, int maxMerges, List<byte[]> tokens)
     {
-        var regex = new Regex(LlamaTokenizer.Llama3Pattern, RegexOptions.CultureInvariant);
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var text in corpus)
-            foreach (Match m in regex.Matches(text))
-                counts[m.Value] = counts.GetValueOrDefault(m.Value) + 1;
+            foreach (var (offset, length) in Llama3PreTokenizer.Split(text))
+            {
+                var piece = text.Substring(offset, length);
+                counts[piece] = counts.GetValueOrDefault(piece) + 1;
+            }
         // Words in a fixed order (ordinal) so that nothing depends on hash order.
         var words = counts.OrderBy(kv => kv.Key, StringComparer.Ordinal)
             .Select(kv => (Symbols: Encoding.UTF8.GetBytes(kv.Key).Select(b => (int)b).ToList(), Count: kv.Value))

@@ -269,6 +269,22 @@ public class EmulatorTests : ExecutionModelTests
     }
 
     [Test]
+    public void MissingSyncthreads_GivesAWrongResultInOneBlockOrder()
+    {
+        using var h = Open();
+        const int block = 64;
+        int salt = new Random().Next(1, 1 << 20);
+        var o = h.Zeros<int>(2 * block);
+        h.Launch(M, "emu_missing_barrier", 2, block, 0, o, salt);
+        var r = h.Download<int>(o, 2 * block);
+        int wrong = 0;
+        for (int b = 0; b < 2; b++)
+            for (int t = 0; t < block; t++)
+                if (r[b * block + t] != salt + 1000 * b + (t + 1) % block) wrong++;
+        Assert.That(wrong, Is.GreaterThan(0), "the race went unnoticed in both scheduling orders");
+    }
+
+    [Test]
     public unsafe void Copy_OutsideAnyAllocation_ThrowsNamingTheRange()
     {
         using var h = Open();
@@ -335,6 +351,46 @@ public class EmulatorTests : ExecutionModelTests
         var bad = RunProbe(probe!, "oob");
         Assert.That(bad.Code, Is.Not.EqualTo(0));
         Assert.That(bad.Err, Does.Contain("heap-buffer-overflow").And.Contain("emu_oob_write"));
+    }
+
+    [Test]
+    public void AddressSanitizer_EveryKernelRunsCleanInsideDotnet()
+    {
+        // the whole selftest in a child .NET process on the ASan build of the emulator: any
+        // out-of-bounds access by a kernel aborts it with a report instead of passing
+        var lib = EmulatorLibrary.Locate();
+        var asanLib = lib is null ? null : Path.Combine(Path.GetDirectoryName(lib)!, "libloriemu_asan.so");
+        if (asanLib is null || !File.Exists(asanLib)) Assert.Ignore("libloriemu_asan.so is not built (cmake -S native -B build/native)");
+        var runtime = GccFile("libasan.so");
+        if (runtime is null) Assert.Ignore("gcc's libasan.so was not found");
+        var runner = Path.Combine(AppContext.BaseDirectory, "LoRI.Runner.dll");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var arg in new[] { runner, "selftest", "--device", "cuda-emu", "--repeats", "0" }) psi.ArgumentList.Add(arg);
+        psi.Environment["LD_PRELOAD"] = runtime;
+        psi.Environment["ASAN_OPTIONS"] = "detect_leaks=0";
+        psi.Environment["LORI_EMU_LIBRARY"] = asanLib;
+        using var p = Process.Start(psi)!;
+        var err = p.StandardError.ReadToEndAsync();
+        var output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        Assert.That(p.ExitCode, Is.EqualTo(0), output + err.Result);
+        Assert.That(output, Does.Contain("AddressSanitizer").And.Contain(" 0 failed"));
+    }
+
+    private static string? GccFile(string name)
+    {
+        try
+        {
+            var psi = new ProcessStartInfo("gcc", $"-print-file-name={name}") { RedirectStandardOutput = true };
+            using var p = Process.Start(psi)!;
+            var path = p.StandardOutput.ReadToEnd().Trim();
+            p.WaitForExit();
+            return p.ExitCode == 0 && Path.IsPathRooted(path) && File.Exists(path) ? path : null;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return null;
+        }
     }
 }
 

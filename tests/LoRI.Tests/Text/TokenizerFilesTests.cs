@@ -108,4 +108,24 @@ public class TokenizerFilesTests
         Assert.That(r.GetProperty("added_tokens_decoder").GetProperty("260").GetProperty("content").GetString(), Is.EqualTo("<|eot_id|>"));
         Assert.That(File.Exists(Path.Combine(dir.Path, "tokenizer.json.tmp")), Is.False);
     }
+
+    [Test]
+    public void TiktokenRoute_TakesSpecialNamesFromTokenizerConfig()
+    {
+        using var dir = new TempDir();
+        var v = TokenizerFiles.WriteByteLevel(dir.Path, ["abab abab"], maxMerges: 10);
+        var json = LlamaTokenizer.Load(dir.Path);
+        // Replace tokenizer.json by Meta-style ranks; tokenizer_config.json stays and names the specials.
+        using (var w = new StreamWriter(Path.Combine(dir.Path, "tokenizer.model")) { NewLine = "\n" })
+            for (int id = 0; id < 256 + v.MergeCount; id++)
+                w.WriteLine($"{Convert.ToBase64String(json.TokenBytes(id))} {id}");
+        File.Delete(Path.Combine(dir.Path, "tokenizer.json"));
+        var tik = LlamaTokenizer.Load(dir.Path);
+        Assert.That(tik.Source, Does.EndWith("tokenizer.model"));
+        Assert.That(tik.VocabSize, Is.EqualTo(v.VocabSize));
+        Assert.That(tik.TokenToId("<|finetune_right_pad_id|>"), Is.EqualTo(v.PadId));
+        Assert.That((tik.BosId, tik.EosIds), Is.EqualTo((json.BosId, json.EosIds)));
+        foreach (var s in new[] { "abab abab", "ababab<|eot_id|>x", "é 😀 \n\n" })
+            Assert.That(tik.Encode(s), Is.EqualTo(json.Encode(s)), s);
+    }
 }

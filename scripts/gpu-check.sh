@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The GPU check, in two halves:
+#
+#   scripts/gpu-check.sh prepare   (here, no GPU needed) builds out/gpu-check/: a Native-AOT publish of
+#                                  the runner (needs only libc), the emulator library, and PTX of every
+#                                  kernel for compute_80 / compute_90 (NVRTC here, or nvcc's when built).
+#   scripts/gpu-check.sh run       (on the GPU machine; the default when nvidia-smi is present) runs
+#                                  `lori selftest --device cuda --json` and writes to $OUT (or out/gpu-check/report):
+#                                  selftest.json, selftest.log, device.txt. Exit code: the selftest's.
+#
+# The GPU machine has no .NET: carry out/gpu-check with the working tree (it is ignored by git).
+# The whole run takes well under a minute of device time (the checks are small; 20 timed launches each).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=out/gpu-check
+mode=${1:-}
+if [ -z "$mode" ]; then
+  if command -v nvidia-smi >/dev/null 2>&1; then mode=run; else mode=prepare; fi
+fi
+
+case "$mode" in
+  prepare)
+    if [ -f native/CMakeLists.txt ] && command -v cmake >/dev/null 2>&1; then
+      cmake -S native -B build/native -DCMAKE_BUILD_TYPE=Release >/dev/null
+      cmake --build build/native -j"$(nproc)"
+    fi
+    rm -rf "$dir"
+    mkdir -p "$dir/ptx"
+    dotnet publish src/LoRI.Runner -c Release -r linux-x64 -p:PublishAot=true -o "$dir/bin"
+    cp build/native/libloriemu.so "$dir/bin/" 2>/dev/null || true
+    if ls build/native/ptx/*.ptx >/dev/null 2>&1; then
+      cp build/native/ptx/*.ptx "$dir/ptx/"
+    else
+      "$dir/bin/LoRI.Runner" ptx --out "$dir/ptx"
+    fi
+    # a last check here: the published binary runs the checks on the emulator
+    "$dir/bin/LoRI.Runner" selftest --device cuda-emu --repeats 0 --filter rmsnorm >/dev/null
+    du -sh "$dir"
+    echo "prepared $dir; on the GPU machine run: scripts/gpu-check.sh run"
+    ;;
+  run)
+    out=${OUT:-$dir/report}
+    mkdir -p "$out"
+    if [ ! -x "$dir/bin/LoRI.Runner" ]; then
+      echo "$dir/bin/LoRI.Runner is missing: run 'scripts/gpu-check.sh prepare' on a machine with .NET first" | tee "$out/selftest.log"
+      exit 2
+    fi
+    { nvidia-smi || true; echo; nvcc --version 2>/dev/null || true; } > "$out/device.txt" 2>&1
+    export LORI_PTX_DIR="$PWD/$dir/ptx"
+    export LORI_CACHE="$out/cache"
+    set +e
+    timeout 300 "$dir/bin/LoRI.Runner" selftest --device cuda --json --verbose > "$out/selftest.json" 2> "$out/selftest.log"
+    rc=$?
+    # the human-readable table too, for the log (short: no timing)
+    timeout 120 "$dir/bin/LoRI.Runner" selftest --device cuda --repeats 0 >> "$out/selftest.log" 2>&1
+    set -e
+    echo "selftest exit code $rc" >> "$out/selftest.log"
+    tail -5 "$out/selftest.log"
+    exit $rc
+    ;;
+  *)
+    echo "usage: scripts/gpu-check.sh [prepare|run]" >&2
+    exit 2
+    ;;
+esac
