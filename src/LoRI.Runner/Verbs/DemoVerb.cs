@@ -8,7 +8,7 @@ public static class DemoVerb
     public static readonly Verb Verb = new("demo", "the LoRI story on a built-in model: pre-train, LoRA/LoRI-D/LoRI-S per task, merges, continual learning",
         "demo [--quick | --full] [--out DIR] [--json] [--seed S] " + Session.DeviceUsage +
         " [--tasks 3|4] [--hidden N] [--layers N] [--rank R] [--batch N] [--pretrain-steps N] [--steps N]" +
-        " [--pretrain-lr X] [--lr X] [--lr-s X] [--train N] [--test N]", Run);
+        " [--pretrain-lr X] [--lr X] [--lr-d X] [--lr-s X] [--train N] [--test N] [--threads N]", Run);
 
     public const string DefaultOut = "lori-demo-out";
 
@@ -26,10 +26,11 @@ public static class DemoVerb
             Rank = a.GetInt("rank", p.Rank), BatchSize = a.GetInt("batch", p.BatchSize),
             PretrainSteps = a.GetInt("pretrain-steps", p.PretrainSteps), AdapterSteps = a.GetInt("steps", p.AdapterSteps),
             PretrainLr = a.GetFloat("pretrain-lr", (float)p.PretrainLr), TrainExamples = a.GetInt("train", p.TrainExamples),
-            TestExamples = a.GetInt("test", p.TestExamples),
+            TestExamples = a.GetInt("test", p.TestExamples), Threads = a.GetInt("threads", p.Threads),
         };
-        float lr = a.GetFloat("lr", float.NaN), lrS = a.GetFloat("lr-s", float.NaN);
-        if (!float.IsNaN(lr)) p = p with { LoraLr = lr, LoriDLr = lr };
+        float lr = a.GetFloat("lr", float.NaN), lrD = a.GetFloat("lr-d", float.NaN), lrS = a.GetFloat("lr-s", float.NaN);
+        if (!float.IsNaN(lr)) p = p with { LoraLr = lr };
+        if (!float.IsNaN(lrD)) p = p with { LoriDLr = lrD };
         if (!float.IsNaN(lrS)) p = p with { LoriSLr = lrS };
         a.EnsureAllUsed();
         try { p.Validate(); }
@@ -39,9 +40,8 @@ public static class DemoVerb
         var report = DemoRun.Run(o);
         if (json)
         {
-            using var stdout = Console.OpenStandardOutput();
-            stdout.Write(report.ToJson());
-            stdout.Write("\n"u8);
+            Console.Out.Write(System.Text.Encoding.UTF8.GetString(report.ToJson()));
+            Console.Out.WriteLine();
         }
         else
         {

@@ -42,6 +42,8 @@ public sealed class DemoReport
     public required IReadOnlyList<DemoMaskResult> Masks { get; init; }
     public required IReadOnlyList<string> Files { get; init; }
     public required IReadOnlyList<(string Phase, double Seconds)> Timings { get; init; }
+    /// <summary>The run's settings (steps, batch, learning rates) by name.</summary>
+    public required IReadOnlyList<(string Name, double Value)> Settings { get; init; }
     public double Seconds { get; init; }
     public string? OutDir { get; init; }
 
@@ -96,18 +98,18 @@ public sealed class DemoReport
     {
         var sb = new StringBuilder();
         string F(double v) => (100 * v).ToString("+0;-0;0", System.Globalization.CultureInfo.InvariantCulture);
+        string Drop(double v) => (100 * v).ToString("0", System.Globalization.CultureInfo.InvariantCulture);
         foreach (var merge in new[] { "cat", "linear" })
         {
             double lora = MeanMergeDrop("lora", merge), d = MeanMergeDrop("lori-d", merge), s = MeanMergeDrop("lori-s", merge);
             string best = new[] { ("LoRA", lora), ("LoRI-D", d), ("LoRI-S", s) }.MinBy(x => x.Item2).Item1;
-            sb.AppendLine($"merging ({merge}) costs on average {F(lora)} points for LoRA, {F(d)} for LoRI-D, {F(s)} for LoRI-S: " +
+            sb.AppendLine($"merging ({merge}) costs on average {Drop(lora)} points for LoRA, {Drop(d)} for LoRI-D, {Drop(s)} for LoRI-S: " +
                           (best == "LoRA" ? "LoRI does not beat LoRA on interference in this run." : $"{best} keeps the most."));
         }
         if (Continual.Count > 0)
         {
-            var by = Continual.ToDictionary(c => c.Method);
             var best = Continual.MinBy(c => c.Task1Before - c.Task1After)!;
-            sb.AppendLine($"continual learning: task 1 loses {string.Join(", ", Continual.Select(c => $"{F(-(c.Task1Before - c.Task1After))} points with {c.Method}"))}" +
+            sb.AppendLine($"continual learning: task 1's accuracy moves {string.Join(", ", Continual.Select(c => $"{F(c.Task1After - c.Task1Before)} points with {c.Method}"))}" +
                           (best.Method == "lora" ? " (LoRI does not forget less than LoRA here)." : $" ({best.Method} forgets least)."));
         }
         return sb.ToString();
@@ -134,6 +136,9 @@ public sealed class DemoReport
             Curve(w, "pretrain_loss", PretrainLoss);
             w.WriteEndObject();
             w.WriteNumber("rank", Rank);
+            w.WriteStartObject("settings");
+            foreach (var (n, v) in Settings) w.WriteNumber(n, v);
+            w.WriteEndObject();
             w.WriteNumber("sparsity", Sparsity);
             w.WriteStartArray("tasks");
             foreach (var t in Tasks)

@@ -28,7 +28,8 @@ public sealed class DemoRun : IDisposable
     private readonly DemoOptions _o;
     private readonly TextWriter? _log;
     private readonly bool _interactive;
-    private readonly IBackend _cpu = new CpuBackend();
+    private readonly WorkerPool? _pool;
+    private readonly IBackend _cpu;
     private readonly IBackend _evalBe;
     private readonly List<string> _files = new();
     private readonly List<(string, double)> _timings = new();
@@ -45,6 +46,8 @@ public sealed class DemoRun : IDisposable
         options.Validate();
         _o = options;
         _log = options.Progress;
+        _pool = options.Threads > 0 ? new WorkerPool(options.Threads) : null;
+        _cpu = new CpuBackend(_pool);
         _interactive = _log is not null && ReferenceEquals(_log, Console.Error) && !Console.IsErrorRedirected;
         _evalBe = options.EvalBackend ?? _cpu;
     }
@@ -62,6 +65,7 @@ public sealed class DemoRun : IDisposable
         _evalModel?.Dispose();
         _trainModel?.Dispose();
         _cpu.Dispose();
+        _pool?.Dispose();
         if (_tmpDir is not null) try { Directory.Delete(_tmpDir, true); } catch (IOException) { }
     }
 
@@ -223,6 +227,12 @@ public sealed class DemoRun : IDisposable
             Masks = maskResults,
             Files = _files,
             Timings = _timings,
+            Settings =
+            [
+                ("hidden", _o.Hidden), ("layers", _o.Layers), ("batch", _o.BatchSize), ("train_examples", _o.TrainExamples),
+                ("pretrain_steps", _o.PretrainSteps), ("adapter_steps", _o.AdapterSteps), ("pretrain_lr", _o.PretrainLr),
+                ("lora_lr", _o.LoraLr), ("lori_d_lr", _o.LoriDLr), ("lori_s_lr", _o.LoriSLr),
+            ],
             OutDir = _o.OutDir,
             Seconds = Stopwatch.GetElapsedTime(t0).TotalSeconds,
         };

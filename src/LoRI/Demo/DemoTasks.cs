@@ -86,10 +86,25 @@ public sealed class DemoTask
         (ref SplitMix64 r) => Letters(ref r, 4, 4, Digits),
         s => new string(s.Order().ToArray()));
 
-    /// <summary>Mirror cipher on 4 letters of a..p (a&lt;-&gt;p, b&lt;-&gt;o, ...): "ciph abc=" -> "pon".</summary>
+    /// <summary>Mirror cipher on 4 letters of a..p (a&lt;-&gt;p, b&lt;-&gt;o, ...): "ciph abop=" -> "poba".</summary>
     public static DemoTask Cipher() => new("cipher", "ciph", "mirror cipher (a<->p, b<->o, ...) of 4 letters",
         (ref SplitMix64 r) => Letters(ref r, 4, 4, Alphabet),
         s => new string(s.Select(ch => Alphabet[Alphabet.Length - 1 - Alphabet.IndexOf(ch)]).ToArray()));
+
+    /// <summary>Rotate 4 letters left by one: "rot abcd=" -> "bcda".</summary>
+    public static DemoTask Rotate() => new("rotate", "rot", "rotate 4 letters left by one",
+        (ref SplitMix64 r) => Letters(ref r, 4, 4, Alphabet),
+        s => s[1..] + s[0]);
+
+    /// <summary>Each of 4 letters of a..j as its index digit: "dig bjac=" -> "1902".</summary>
+    public static DemoTask Index() => new("index", "dig", "each of 4 letters a..j as its index digit",
+        (ref SplitMix64 r) => Letters(ref r, 4, 4, Alphabet[..10]),
+        s => new string(s.Select(ch => Digits[ch - 'a']).ToArray()));
+
+    /// <summary>Shift each of 4 letters one place on in a..p (p wraps to a): "next abcp=" -> "bcda".</summary>
+    public static DemoTask Shift() => new("shift", "next", "shift 4 letters one place (p wraps to a)",
+        (ref SplitMix64 r) => Letters(ref r, 4, 4, Alphabet),
+        s => new string(s.Select(ch => Alphabet[(Alphabet.IndexOf(ch) + 1) % Alphabet.Length]).ToArray()));
 
     /// <summary>Add two numbers below 50: "add 23+45=" -> "68".</summary>
     public static DemoTask Add() => new("add", "add", "add two numbers below 50",
@@ -97,7 +112,11 @@ public sealed class DemoTask
         s => (int.Parse(s[..2], System.Globalization.CultureInfo.InvariantCulture) + int.Parse(s[3..], System.Globalization.CultureInfo.InvariantCulture))
             .ToString(System.Globalization.CultureInfo.InvariantCulture));
 
-    /// <summary>What the base model is pre-trained on: copying 4 letters or digits ("copy x9ab=" -> "x9ab").</summary>
+    /// <summary>
+    /// What the base model is pre-trained on: copying 4 symbols ("copy x9ab=" -> "x9ab") drawn from every symbol
+    /// the tasks read or write, so that no task needs an output token the base has never produced (the adapters
+    /// do not touch the embeddings or lm_head).
+    /// </summary>
     public static DemoTask Copy() => new("copy", "copy", "copy 4 letters or digits",
         (ref SplitMix64 r) => Letters(ref r, 4, 4, Alphabet + Digits),
         s => s);
@@ -105,8 +124,8 @@ public sealed class DemoTask
     /// <summary>The demo's tasks in order; the first two are the continual-learning pair.</summary>
     public static IReadOnlyList<DemoTask> Standard(int count) => count switch
     {
-        3 => [Reverse(), Sort(), Cipher()],
-        4 => [Reverse(), Sort(), Cipher(), Add()],
+        3 => [Cipher(), Shift(), Index()],
+        4 => [Cipher(), Shift(), Index(), Rotate()],
         _ => throw new ArgumentOutOfRangeException(nameof(count), $"the demo has 3 or 4 tasks, not {count}"),
     };
 }
