@@ -2,8 +2,8 @@ using System.IO.Compression;
 using System.Text.Json;
 using LoRI.Adapters;
 using LoRI.Demo;
+using LoRI.Tests.IO;
 using LoRI.Tests.Support;
-using LoRI.Training.Data;
 
 namespace LoRI.Tests.Demo;
 
