@@ -20,10 +20,12 @@ public static class Program
         MaskVerb.Verb,
         MergeVerb.Verb,
         MergeIntoModelVerb.Verb,
+        ExportGgufVerb.Verb,
         TrainVerb.Verb,
         EvalVerb.Verb,
         SelftestVerb.Verb,
         PtxVerb.Verb,
+        BenchGpuVerb.Verb,
     ];
 
     public static int Main(string[] argv)
