@@ -211,6 +211,8 @@ __device__ __forceinline__ void cp_async_16(void* smem_dst, const void* gmem_src
 #if defined(__CUDA_ARCH__)
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(smem_u32(smem_dst)), "l"(gmem_src), "r"(src_bytes));
 #else
+    if (((uintptr_t)smem_dst | (uintptr_t)gmem_src) & 15u) ::lori_emu::trap("cp.async.cg 16: an address is not 16-byte aligned");
+    if (src_bytes < 0 || src_bytes > 16) ::lori_emu::trap("cp.async: src_bytes outside [0, 16]");
     unsigned char* d = static_cast<unsigned char*>(smem_dst);
     const unsigned char* s = static_cast<const unsigned char*>(gmem_src);
     for (int i = 0; i < 16; i++) d[i] = i < src_bytes ? s[i] : 0;

@@ -205,3 +205,15 @@ extern "C" __global__ void emu_missing_barrier(int* out, int salt)
     out[blockIdx.x * n + t] = s[(t + 1) % n];
 }
 LORI_KERNEL(emu_missing_barrier)
+
+// A deliberate fault: cp.async from a source that is not 16-byte aligned (the hardware faults too).
+extern "C" __global__ void emu_misaligned_cp_async(const float* src, float* out)
+{
+    __shared__ __align__(16) float s[4];
+    cp_async_16(s, src + 1);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    out[threadIdx.x] = s[threadIdx.x & 3];
+}
+LORI_KERNEL(emu_misaligned_cp_async)

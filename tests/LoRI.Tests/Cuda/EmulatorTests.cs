@@ -269,6 +269,16 @@ public class EmulatorTests : ExecutionModelTests
     }
 
     [Test]
+    public void MisalignedCpAsync_FailsTheLaunchNamingTheThread()
+    {
+        using var h = Open();
+        var src = h.Upload(new float[8]);
+        var o = h.Zeros<float>(32);
+        var e = Assert.Throws<CudaException>(() => h.Launch(M, "emu_misaligned_cp_async", 1, 32, 0, src, o))!;
+        Assert.That(e.Message, Does.Contain("not 16-byte aligned").And.Contain("thread (0,0,0)"));
+    }
+
+    [Test]
     public void MissingSyncthreads_GivesAWrongResultInOneBlockOrder()
     {
         using var h = Open();
