@@ -175,5 +175,40 @@ public class GgufWriterTests
         Expect(b, "length of array 'arr'");
     }
 
+    [Test]
+    public void CorruptedHeaders_OnlyEverThrowTypedFileExceptions()
+    {
+        using var tmp = new TempDir();
+        var good = tmp.File("good.gguf");
+        new GgufWriter().Set("name", "x").Set("n", 3u).Set("list", ["a", "bc"]).Set("f", [1f, 2f])
+            .AddTensor("w", GgmlType.F32, [2, 3], new float[6]).AddTensor("h", GgmlType.F16, [5], new float[5]).Write(good);
+        var original = File.ReadAllBytes(good);
+        int headerEnd = (int)GgufFile.Read(good).DataOffset;
+        var rng = new Random(23);
+        var bad = tmp.File("bad.gguf");
+        int loaded = 0, rejected = 0;
+        for (int trial = 0; trial < 1000; trial++)
+        {
+            var bytes = (byte[])original.Clone();
+            for (int e = rng.Next(1, 4); e > 0; e--)
+                bytes[rng.Next(0, headerEnd)] = rng.Next(3) switch { 0 => (byte)rng.Next(256), 1 => 0xFF, _ => (byte)rng.Next(8) };
+            if (rng.Next(10) == 0) Array.Resize(ref bytes, rng.Next(0, bytes.Length));
+            File.WriteAllBytes(bad, bytes);
+            try
+            {
+                var f = GgufFile.Read(bad);
+                foreach (var t in f.Tensors) Assert.That(f.ReadFloats(t.Name), Has.Length.EqualTo(t.ElementCount));
+                loaded++;
+            }
+            catch (LoRIException e) when (e is InvalidFileException or UnsupportedException)
+            {
+                Assert.That(e.Message, Does.Contain("bad.gguf"));
+                rejected++;
+            }
+        }
+        TestContext.Out.WriteLine($"{loaded} loaded, {rejected} rejected");
+        Assert.That(rejected, Is.GreaterThan(500));
+    }
+
     private static int IndexOf(byte[] hay, byte[] needle) => hay.AsSpan().IndexOf(needle);
 }

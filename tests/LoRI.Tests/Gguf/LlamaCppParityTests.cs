@@ -46,4 +46,24 @@ public class LlamaCppParityTests
             Close.Assert(ours, theirs, Atol, Rtol, $"logits, prompt of {len} tokens");
         }
     }
+
+    [Test]
+    public void TinyPreset_Bf16Checkpoint_ExportedAsF32()
+    {
+        // init-model's tiny preset stored in bf16: the export widens to f32 exactly, so the tolerance stays the same.
+        // (A bf16 GGUF would not: llama.cpp's CPU matmul rounds the activations to bf16 too.)
+        using var tmp = new TempDir();
+        var dir = tmp.File("tiny");
+        var r = Cli.Run("init-model", "--preset", "tiny", "--out", dir, "--seed", "4", "--dtype", "bf16");
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.Err);
+        var gguf = tmp.File("tiny.gguf");
+        r = Cli.Run("export-gguf", "--model", dir, "--out", gguf);
+        Assert.That(r.ExitCode, Is.EqualTo(0), r.Err);
+        var c = LoRI.Model.LlamaConfig.Load(dir);
+        var ids = GgufTestModels.Prompt(45, c.VocabSize, 3);
+        var ours = GgufTestModels.OurLogits(dir, ids);
+        var theirs = LlamaCppPeer.Logits(gguf, ids);
+        TestContext.Out.WriteLine($"tiny bf16: max |ours - llama.cpp| = {Close.MaxError(ours, theirs):G3}");
+        Close.Assert(ours, theirs, Atol, Rtol, "tiny preset (bf16 checkpoint), 45 tokens");
+    }
 }
