@@ -50,8 +50,10 @@ public static class KernelChecks
         new("flash_attention_forward", c => Attention(c, flash: true, splits: 1, decode: false)),
         new("flash_attention_decode_split3", c => Attention(c, flash: true, splits: 3, decode: true)),
         new("flash_attention_decode_auto", c => Attention(c, flash: true, splits: 0, decode: true)),
-        new("flash_attention_train_forward", TrainAttentionForward),
-        new("flash_attention_backward", TrainAttentionBackward),
+        new("flash_attention_train_forward", c => TrainAttentionForward(c, TrainAttentionShape(c))),
+        new("flash_attention_backward", c => TrainAttentionBackward(c, TrainAttentionShape(c))),
+        new("flash_attention_decode_hd128_group4", FlashDecodeLlamaHeads),
+        new("flash_attention_backward_hd256_group8", c => TrainAttentionBackward(c, (1, c.Pick(32, 33), 8, 1, 256))),
         new("lora_apply_dense_decode", c => LoraApply(c, LoraBForm.Dense, decode: true)),
         new("lora_apply_dense_prefill", c => LoraApply(c, LoraBForm.Dense, decode: false)),
         new("lora_apply_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true)),
@@ -487,10 +489,30 @@ public static class KernelChecks
     private static (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) TrainAttentionShape(CheckContext c) =>
         (2, c.Pick(32, 37), c.Pick(8, 6), 2, c.Pick(64, 20));
 
-    /// <summary>The training forward (keys from the batch itself) with its log-sum-exp, against CpuOps.AttentionForwardWithLse.</summary>
-    private static Comparison TrainAttentionForward(CheckContext c)
+    /// <summary>Decode at Llama-3's head shape (head dim 128, 4 query heads per KV head), split over the positions.</summary>
+    private static Comparison FlashDecodeLlamaHeads(CheckContext c)
     {
-        var (b, t, heads, kvh, hd) = TrainAttentionShape(c);
+        int t = c.Pick(64, 70);
+        c.Note($"2 tokens, 8/2 heads of 128, cache [2, {t}], flash, 2 splits");
+        bool wasFlash = c.Device.UseFlashAttention;
+        int wasSplits = c.Device.AttentionSplits;
+        c.Device.UseFlashAttention = true;
+        c.Device.AttentionSplits = 2;
+        try
+        {
+            return AttentionRun(c, 2, t, 2, 8, 128, 2);
+        }
+        finally
+        {
+            c.Device.UseFlashAttention = wasFlash;
+            c.Device.AttentionSplits = wasSplits;
+        }
+    }
+
+    /// <summary>The training forward (keys from the batch itself) with its log-sum-exp, against CpuOps.AttentionForwardWithLse.</summary>
+    private static Comparison TrainAttentionForward(CheckContext c, (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) shape)
+    {
+        var (b, t, heads, kvh, hd) = shape;
         int n = b * t;
         c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}");
         var q = c.Random(n * heads * hd, 1f);
@@ -511,9 +533,9 @@ public static class KernelChecks
     }
 
     /// <summary>The training backward (dq, dk, dv) against CpuOps.AttentionBackward, from the device's own forward.</summary>
-    private static Comparison TrainAttentionBackward(CheckContext c)
+    private static Comparison TrainAttentionBackward(CheckContext c, (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) shape)
     {
-        var (b, t, heads, kvh, hd) = TrainAttentionShape(c);
+        var (b, t, heads, kvh, hd) = shape;
         int n = b * t;
         c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}");
         var q = c.Random(n * heads * hd, 1f);
