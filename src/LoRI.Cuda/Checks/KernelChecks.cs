@@ -58,6 +58,8 @@ public static class KernelChecks
         new("lora_apply_dense_prefill", c => LoraApply(c, LoraBForm.Dense, decode: false)),
         new("lora_apply_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true)),
         new("lora_apply_compact_prefill", c => LoraApply(c, LoraBForm.Compact, decode: false)),
+        new("lora_apply_fused_dense_decode", c => LoraApply(c, LoraBForm.Dense, decode: true, fusedBlocks: 3)),
+        new("lora_apply_fused_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true, fusedBlocks: 2)),
         new("lora_grad_b_masked", LoraGradB),
         new("adamw_sparse_step", AdamWSparse),
         new("matmul_backward_input_bf16", c => MatMulBackward(c, DType.BF16, input: true)),
@@ -647,12 +649,12 @@ public static class KernelChecks
     /// lora_apply against the CPU backend's, B dense or compact at ~90% sparsity (LoRI-S), at decode token
     /// counts (the warp kernels) and prefill counts (GEMMs for the shrink and a dense expand).
     /// </summary>
-    private static Comparison LoraApply(CheckContext c, LoraBForm form, bool decode)
+    private static Comparison LoraApply(CheckContext c, LoraBForm form, bool decode, int fusedBlocks = 0)
     {
         int inDim = c.Pick(128, 45), outDim = c.Pick(96, 70), rank = c.Pick(16, 13);
         int n = decode ? c.Pick(8, 3) : c.Pick(64, 37);
         const float scale = 0.75f;
-        c.Note($"x [{n}, {inDim}], A [{rank}, {inDim}], B [{outDim}, {rank}] {form}, scale {scale}");
+        c.Note($"x [{n}, {inDim}], A [{rank}, {inDim}], B [{outDim}, {rank}] {form}, scale {scale}{(fusedBlocks > 0 ? $", one launch of {fusedBlocks} blocks" : "")}");
         var a = c.Random(rank * inDim, 1f);
         var b = c.Random(outDim * rank, 1f);
         var keep = c.Ints(b.Length, 10);
@@ -662,7 +664,16 @@ public static class KernelChecks
         using var cf = LoraFactors.Create(c.Cpu, a, b, rank, inDim, outDim, form);
         var (dx, cx) = c.Both(c.Random(n * inDim, 1f), DType.F32, n, inDim);
         var (dy, cy) = c.Both(c.Random(n * outDim, 1f), DType.F32, n, outDim);
-        c.Device.LoraApply(dx, df, scale, dy);
+        int was = c.Device.LoraFusedDecodeBlocks;
+        c.Device.LoraFusedDecodeBlocks = fusedBlocks;
+        try
+        {
+            c.Device.LoraApply(dx, df, scale, dy);
+        }
+        finally
+        {
+            c.Device.LoraFusedDecodeBlocks = was;
+        }
         ((IAdapterOps)c.Cpu).LoraApply(cx, cf, scale, cy);
         var cmp = c.Compare(dy, cy, 2e-5f * MathF.Sqrt(inDim), 1e-5f);
         c.Timed = null;
