@@ -18,68 +18,43 @@ public sealed class Session : IDisposable
     public const string AdapterUsage = "[--adapter DIR[:WEIGHT] ...] [--merge]";
 
     /// <summary>The adapters attached to the model (unmerged as its hook, or merged into its weights), or null.</summary>
-    public AdapterSet? Adapters { get; private set; }
+    public AdapterSet? Adapters { get; private init; }
 
     /// <summary>Reads --model and --device and loads both; the caller reads its other options first or after.</summary>
     public static Session Open(Args a, int maxTokensPerForward = 512)
     {
         var dir = a.Require("model");
-        var device = a.Get("device") ?? "auto";
-        var backend = CreateBackend(device);
-        var tokenizer = LlamaTokenizer.Load(dir);
-        var model = LlamaModel.Load(dir, backend, maxTokensPerForward);
-        if (tokenizer.VocabSize > model.Config.VocabSize)
+        var specs = new List<AdapterSpec>();
+        foreach (var spec in a.GetAll("adapter"))
         {
-            model.Dispose();
-            throw new LoRIException($"{dir}: the tokenizer has {tokenizer.VocabSize} tokens but the model's vocab_size is {model.Config.VocabSize}");
+            try { specs.Add(AdapterSpec.Parse(spec)); }
+            catch (ArgumentException e) { throw new UsageException($"--adapter: {e.Message}"); }
         }
-        var session = new Session { Model = model, Tokenizer = tokenizer, Device = backend.Name };
+        bool merge = a.Flag("merge");
+        if (merge && specs.Count == 0) throw new UsageException("--merge needs at least one --adapter");
+        var tokenizer = LlamaTokenizer.Load(dir);
+        var backend = CreateBackend(a.Get("device") ?? "auto");
+        LlamaModel? model = null;
         try
         {
-            var specs = a.GetAll("adapter");
-            bool merge = a.Flag("merge");
-            if (merge && specs.Count == 0) throw new UsageException("--merge needs at least one --adapter");
-            if (specs.Count > 0)
-            {
-                var list = specs.Select(spec =>
-                {
-                    var (path, weight) = ParseAdapterSpec(spec);
-                    return (PeftAdapter.Load(path, model.Config), weight);
-                }).ToList();
-                session.Adapters = AdapterSet.Attach(model, list, merge);
-            }
+            model = LlamaModel.Load(dir, backend, maxTokensPerForward);
+            if (tokenizer.VocabSize > model.Config.VocabSize)
+                throw new LoRIException($"{dir}: the tokenizer has {tokenizer.VocabSize} tokens but the model's vocab_size is {model.Config.VocabSize}");
+            var adapters = specs.Count > 0 ? AdapterSpec.Attach(model, specs, merge) : null;
+            return new Session { Model = model, Tokenizer = tokenizer, Device = backend.Name, Adapters = adapters };
         }
         catch
         {
-            session.Dispose();
+            model?.Dispose();
+            backend.Dispose();
             throw;
         }
-        return session;
-    }
-
-    /// <summary>`DIR` or `DIR:WEIGHT` (weight 1 when absent; a colon followed by something that is not a number belongs to the path).</summary>
-    public static (string Path, float Weight) ParseAdapterSpec(string spec)
-    {
-        int colon = spec.LastIndexOf(':');
-        if (colon > 0 && float.TryParse(spec.AsSpan(colon + 1), System.Globalization.NumberStyles.Float,
-                System.Globalization.CultureInfo.InvariantCulture, out var w))
-        {
-            if (!float.IsFinite(w)) throw new UsageException($"--adapter {spec}: the weight must be a finite number");
-            return (spec[..colon], w);
-        }
-        return (spec, 1f);
     }
 
     public static IBackend CreateBackend(string device)
     {
-        try
-        {
-            return LoRI.Cuda.Devices.Create(device);
-        }
-        catch (ArgumentException e)
-        {
-            throw new UsageException($"--device: {e.Message}");
-        }
+        try { return Cuda.Devices.Create(device); }
+        catch (ArgumentException e) { throw new UsageException("--device: " + e.Message); }
     }
 
     /// <summary>The stop ids of the model: config/generation_config eos ids, else the tokenizer's.</summary>

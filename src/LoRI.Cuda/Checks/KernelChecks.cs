@@ -1,4 +1,5 @@
 using LoRI.Backend;
+using LoRI.Backend.Cpu;
 using LoRI.Cuda.Backend;
 using LoRI.Model;
 using LoRI.Tensors;
@@ -9,8 +10,9 @@ namespace LoRI.Cuda.Checks;
 public sealed record KernelCheckResult(string Name, bool Passed, double MaxError, double Tolerance, double Ms, string Detail);
 
 /// <summary>
-/// Every CUDA kernel held against a reference: the CPU backend for the IBackend ops, plain loops in
-/// double precision for the ops beyond it (backward passes, AdamW, casts, sampling). Each check runs at
+/// Every CUDA kernel held against a reference: the CPU backend for the IBackend ops; for the backward
+/// passes both the CPU backward (LoRI.Backend.Cpu.CpuOps) and a plain loop in double precision; plain
+/// loops for the rest (AdamW, casts, sampling). Each check runs at
 /// tile-aligned shapes or at ragged ones (not multiples of any tile or block size). Used by the test
 /// suite (under the emulator) and by `selftest --device D`.
 /// </summary>
@@ -195,7 +197,13 @@ public static class KernelChecks
         c.Own(tdx, tdw);
         c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, tdw);
         c.Timed = () => c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, null);
-        return Tolerance.Compare(c.Get(tdx), ToFloat(rx), 1e-5f, 1e-4f).And(Tolerance.Compare(c.Get(tdw), ToFloat(rw), 1e-4f, 1e-4f));
+        var cdx = new float[n * d];
+        var cdw = new float[d];
+        CpuOps.RmsNormBackward(x, w, dyv, d, eps, cdx, cdw);
+        var gdx = c.Get(tdx);
+        var gdw = c.Get(tdw);
+        return Tolerance.Compare(gdx, ToFloat(rx), 1e-5f, 1e-4f).And(Tolerance.Compare(gdw, ToFloat(rw), 1e-4f, 1e-4f))
+            .And(Tolerance.Compare(gdx, cdx, 1e-5f, 1e-4f)).And(Tolerance.Compare(gdw, cdw, 1e-4f, 1e-4f));
     }
 
     private static Comparison MatMul(CheckContext c, DType wtype, float alpha, bool accumulate)
@@ -342,7 +350,10 @@ public static class KernelChecks
         var df = c.Up(inv, DType.F32, half);
         c.Device.RopeBackward(dg, heads, hd, dp, df);
         c.Timed = () => c.Device.RopeBackward(dg, heads, hd, dp, df);
-        return Tolerance.Compare(c.Get(dg), ToFloat(expected), 2e-6f, 2e-6f);
+        var cpu = (float[])g.Clone();
+        CpuOps.RopeBackward(cpu, heads, hd, pos, inv);
+        var got = c.Get(dg);
+        return Tolerance.Compare(got, ToFloat(expected), 2e-6f, 2e-6f).And(Tolerance.Compare(got, cpu, 2e-6f, 2e-6f));
     }
 
     private static Comparison SwiGluForward(CheckContext c)
@@ -383,7 +394,13 @@ public static class KernelChecks
         c.Own(tdg, tdu);
         c.Device.SwiGluBackward(tg, tu, tdy, tdg, tdu);
         c.Timed = () => c.Device.SwiGluBackward(tg, tu, tdy, tdg, tdu);
-        return Tolerance.Compare(c.Get(tdg), ToFloat(eg), 1e-6f, 1e-5f).And(Tolerance.Compare(c.Get(tdu), ToFloat(eu), 1e-6f, 1e-5f));
+        var cg = new float[len];
+        var cu = new float[len];
+        CpuOps.SwiGluBackward(g, u, dy, cg, cu);
+        var gg = c.Get(tdg);
+        var gu = c.Get(tdu);
+        return Tolerance.Compare(gg, ToFloat(eg), 1e-6f, 1e-5f).And(Tolerance.Compare(gu, ToFloat(eu), 1e-6f, 1e-5f))
+            .And(Tolerance.Compare(gg, cg, 1e-6f, 1e-5f)).And(Tolerance.Compare(gu, cu, 1e-6f, 1e-5f));
     }
 
     private static Comparison AddForward(CheckContext c)

@@ -1,8 +1,6 @@
 using System.Text.Json;
-using LoRI.Adapters;
 using LoRI.Evaluation;
 using LoRI.IO;
-using LoRI.Model;
 using LoRI.Training.Data;
 
 namespace LoRI.Runner.Verbs;
@@ -11,7 +9,7 @@ namespace LoRI.Runner.Verbs;
 public static class EvalVerb
 {
     public static readonly Verb Verb = new("eval", "evaluate a model (and adapters) on a JSONL set: choice, gsm8k, exact or perplexity",
-        "eval --model DIR [--adapter DIR [--weight W]]... --data FILE --metric choice|gsm8k|exact|perplexity [--task NAME] " +
+        "eval --model DIR " + Session.AdapterUsage + " --data FILE --metric choice|gsm8k|exact|perplexity [--task NAME] " +
         "[--template auto|alpaca|alpaca-nlu-test-reference|gsm8k|chat|raw] [--max-new-tokens 512] [--batch-size 8] [--limit N] " +
         "[--bos] [--max-length 512] [--report FILE] [--json] " + Session.DeviceUsage, Run);
 
@@ -26,10 +24,6 @@ public static class EvalVerb
             "perplexity" => EvalMetric.Perplexity,
             var other => throw new UsageException($"--metric: expected choice, gsm8k, exact or perplexity, found '{other}'"),
         };
-        var adapterDirs = a.GetAll("adapter");
-        var weights = a.GetAll("weight");
-        if (weights.Count != 0 && weights.Count != adapterDirs.Count)
-            throw new UsageException($"--weight given {weights.Count} times for {adapterDirs.Count} adapters: give one per adapter or none");
         var task = a.Get("task");
         TemplateKind template;
         try { template = PromptTemplates.ParseKind(a.Get("template") ?? "auto"); }
@@ -50,54 +44,41 @@ public static class EvalVerb
         var records = JsonlReader.ReadFile(dataPath);
         if (limit > 0 && records.Count > limit) records = records.GetRange(0, limit);
 
-        AdapterSet? set = null;
-        if (adapterDirs.Count > 0)
+        // Session.Open attached the --adapter folders (unmerged, or merged into the weights with --merge, as the reference evaluates).
+        EvalReport report;
+        if (metric == EvalMetric.Perplexity)
         {
-            var list = adapterDirs.Select((d, i) => (PeftAdapter.Load(d, s.Model.Config),
-                weights.Count == 0 ? 1f : float.Parse(weights[i], System.Globalization.CultureInfo.InvariantCulture))).ToList();
-            set = AdapterSet.Attach(s.Model, list, merge: false);
+            var opts = new ExampleOptions
+            {
+                MaxLength = maxLen, PromptCut = maxLen / 2, ResponseCut = maxLen / 2, AddBos = bos,
+                BosId = s.Model.Config.BosTokenId ?? s.Tokenizer.BosId ?? 0, EosId = s.EosIds[0],
+            };
+            var examples = ExampleBuilder.BuildAll(records, template, t => s.Tokenizer.Encode(t, addBos: false, parseSpecial: true), opts);
+            report = Evaluator.Perplexity(s.Model, examples);
         }
-        try
+        else
         {
-            EvalReport report;
-            if (metric == EvalMetric.Perplexity)
-            {
-                var opts = new ExampleOptions
-                {
-                    MaxLength = maxLen, PromptCut = maxLen / 2, ResponseCut = maxLen / 2, AddBos = bos,
-                    BosId = s.Model.Config.BosTokenId ?? s.Tokenizer.BosId ?? 0, EosId = s.EosIds[0],
-                };
-                var examples = ExampleBuilder.BuildAll(records, template, t => s.Tokenizer.Encode(t, addBos: false, parseSpecial: true), opts);
-                report = Evaluator.Perplexity(s.Model, examples);
-            }
-            else
-            {
-                int? bosId = bos ? s.Model.Config.BosTokenId ?? s.Tokenizer.BosId : null;
-                report = Evaluator.Generate(s.Model, records, metric, template, t => s.Tokenizer.Encode(t, addBos: false, parseSpecial: true),
-                    ids => s.Tokenizer.Decode(ids, skipSpecial: true), s.EosIds, maxNew, batch, labels, bosId);
-            }
-            if (reportPath is not null)
-            {
-                var buf = new MemoryStream();
-                using (var w = new Utf8JsonWriter(buf, new JsonWriterOptions { Indented = true })) report.WriteJson(w);
-                AtomicFile.Write(reportPath, buf.ToArray());
-            }
-            if (json)
-            {
-                var buf = new MemoryStream();
-                using (var w = new Utf8JsonWriter(buf, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
-                    report.WriteJson(w);
-                Console.Out.WriteLine(Session.Utf8.GetString(buf.ToArray()));
-            }
-            else if (metric == EvalMetric.Perplexity)
-                Console.Out.WriteLine($"perplexity {report.Perplexity:F4} (mean NLL {report.MeanNll:F4} over {report.Tokens} response tokens of {report.Examples} examples)");
-            else
-                Console.Out.WriteLine($"{metric.ToString().ToLowerInvariant()}: {report.Correct}/{report.Examples} correct, accuracy {100 * report.Accuracy:F2}%");
-            return 0;
+            int? bosId = bos ? s.Model.Config.BosTokenId ?? s.Tokenizer.BosId : null;
+            report = Evaluator.Generate(s.Model, records, metric, template, t => s.Tokenizer.Encode(t, addBos: false, parseSpecial: true),
+                ids => s.Tokenizer.Decode(ids, skipSpecial: true), s.EosIds, maxNew, batch, labels, bosId);
         }
-        finally
+        if (reportPath is not null)
         {
-            set?.Dispose();
+            var buf = new MemoryStream();
+            using (var w = new Utf8JsonWriter(buf, new JsonWriterOptions { Indented = true })) report.WriteJson(w);
+            AtomicFile.Write(reportPath, buf.ToArray());
         }
+        if (json)
+        {
+            var buf = new MemoryStream();
+            using (var w = new Utf8JsonWriter(buf, new JsonWriterOptions { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+                report.WriteJson(w);
+            Console.Out.WriteLine(Session.Utf8.GetString(buf.ToArray()));
+        }
+        else if (metric == EvalMetric.Perplexity)
+            Console.Out.WriteLine($"perplexity {report.Perplexity:F4} (mean NLL {report.MeanNll:F4} over {report.Tokens} response tokens of {report.Examples} examples)");
+        else
+            Console.Out.WriteLine($"{metric.ToString().ToLowerInvariant()}: {report.Correct}/{report.Examples} correct, accuracy {100 * report.Accuracy:F2}%");
+        return 0;
     }
 }

@@ -55,6 +55,8 @@ public static class InfoVerb
         return new WeightSummary(true, total, byDType, ckpt.Files.Count);
     }
 
+    private static string F(float v) => v.ToString("R", System.Globalization.CultureInfo.InvariantCulture).Replace('E', 'e');
+
     private static string N(long v) => v.ToString("N0", System.Globalization.CultureInfo.InvariantCulture);
 
     private static void PrintText(string dir, LlamaConfig c, WeightSummary w, long kv)
@@ -69,10 +71,10 @@ public static class InfoVerb
         o.WriteLine($"vocab size      {c.VocabSize}");
         o.WriteLine($"max positions   {c.MaxPositionEmbeddings}");
         var scaling = c.RopeScaling is { } s
-            ? $", llama3 scaling (factor {s.Factor:R}, low {s.LowFreqFactor:R}, high {s.HighFreqFactor:R}, original {s.OriginalMaxPositionEmbeddings})"
+            ? $", llama3 scaling (factor {F(s.Factor)}, low {F(s.LowFreqFactor)}, high {F(s.HighFreqFactor)}, original {s.OriginalMaxPositionEmbeddings})"
             : "";
-        o.WriteLine($"rope theta      {c.RopeTheta:R}{scaling}");
-        o.WriteLine($"rms norm eps    {c.RmsNormEps:R}");
+        o.WriteLine($"rope theta      {F(c.RopeTheta)}{scaling}");
+        o.WriteLine($"rms norm eps    {F(c.RmsNormEps)}");
         o.WriteLine($"tied embeddings {(c.TieWordEmbeddings ? "yes" : "no")}");
         o.WriteLine($"bos / eos       {(c.BosTokenId?.ToString() ?? "none")} / {(c.EosTokenIds.Length == 0 ? "none" : string.Join(", ", c.EosTokenIds))}");
         o.WriteLine($"parameters      {N(c.ParameterCount)}");

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using LoRI.Backend;
 using LoRI.Model;
@@ -17,6 +18,9 @@ namespace LoRI.Adapters;
 /// </summary>
 public sealed class AdapterSet : ILinearHook, IDisposable
 {
+    /// <summary>The set attached to each model (at most one, so merges never stack and detach in the wrong order).</summary>
+    private static readonly ConditionalWeakTable<LlamaModel, AdapterSet> AttachedTo = new();
+
     private readonly LlamaModel _model;
     private readonly List<(LoraAdapter Adapter, float Weight)> _adapters;
     private readonly Slot[][][] _slots;                  // [layer][proj] -> adapters touching it (unmerged)
@@ -80,7 +84,8 @@ public sealed class AdapterSet : ILinearHook, IDisposable
                                     LoraBForm? form = null)
     {
         if (adapters.Count == 0) throw new ArgumentException("no adapter to attach");
-        if (model.Hook is not null) throw new InvalidOperationException("the model already has adapters attached; detach them first");
+        if (model.Hook is not null || AttachedTo.TryGetValue(model, out _))
+            throw new InvalidOperationException("the model already has adapters attached; detach them first");
         foreach (var (a, w) in adapters)
         {
             a.ValidateFor(model.Config);
@@ -90,6 +95,7 @@ public sealed class AdapterSet : ILinearHook, IDisposable
         if (merge) set.MergeIntoWeights();
         else model.Hook = set;
         set._attached = true;
+        AttachedTo.AddOrUpdate(model, set);
         return set;
     }
 
@@ -161,6 +167,7 @@ public sealed class AdapterSet : ILinearHook, IDisposable
     {
         if (!_attached) return;
         _attached = false;
+        AttachedTo.Remove(_model);
         if (Merged)
         {
             foreach (var (l, p, original) in _originals)

@@ -22,6 +22,8 @@ public static class MergedModel
     {
         if (Path.GetFullPath(modelDir).TrimEnd('/') == Path.GetFullPath(outDir).TrimEnd('/'))
             throw new LoRIException($"{outDir}: the output folder must differ from the model folder (its weights are being read)");
+        if (File.Exists(Path.Combine(outDir, Checkpoint.IndexFileName)))
+            throw new LoRIException($"{outDir}: holds {Checkpoint.IndexFileName}, which would shadow the merged {Checkpoint.SingleFileName}; use an empty folder");
         var config = LlamaConfig.Load(modelDir);
         foreach (var (a, _) in adapters) a.ValidateFor(config);
         using var ckpt = Checkpoint.Open(modelDir);

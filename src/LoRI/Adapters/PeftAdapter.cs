@@ -102,7 +102,7 @@ public static partial class PeftAdapter
 
         int r = Int(path, root, "r") ?? throw new InvalidFileException(path, "missing field \"r\"");
         if (r < 1 || r > MaxRank) throw new InvalidFileException(path, $"\"r\" is {r}; expected 1 to {MaxRank}");
-        double alpha = Num(path, root, "lora_alpha") ?? r;
+        double alpha = Num(path, root, "lora_alpha") ?? 8;  // peft's default
         double dropout = Num(path, root, "lora_dropout") ?? 0;
 
         var targets = new List<string>();

@@ -7,7 +7,7 @@ namespace LoRI.Model;
 public static class InitModel
 {
     /// <summary>
-    /// Writes config.json, generation_config.json (through config.json's eos ids), model.safetensors and a byte-level
+    /// Writes config.json (with the eos ids), model.safetensors and a byte-level
     /// tokenizer (256 byte tokens + Llama-3's special tokens; <paramref name="corpus"/> and <paramref name="merges"/>
     /// add learned merges) to <paramref name="dir"/>. Returns the config written.
     /// </summary>

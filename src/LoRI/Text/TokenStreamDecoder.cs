@@ -8,7 +8,7 @@ namespace LoRI.Text;
 /// characters across tokens); those trailing bytes are held back until the character is complete.
 /// Bytes that can never become valid UTF-8 are released at once as U+FFFD, so the concatenation of
 /// everything returned (plus <see cref="Flush"/>) equals <see cref="LlamaTokenizer.Decode"/> of all the ids.
-/// Reuses one byte buffer; the only allocation per token is the returned string.
+/// Reuses one byte buffer; Push(id) allocates only the returned string, Push(id, Span&lt;char&gt;) nothing.
 /// </summary>
 public sealed class TokenStreamDecoder
 {
@@ -29,19 +29,46 @@ public sealed class TokenStreamDecoder
     /// <summary>Adds one token; returns the text that became complete (often empty mid-character).</summary>
     public string Push(int id)
     {
+        int complete = Append(id);
+        if (complete == 0) return string.Empty;
+        var text = Encoding.UTF8.GetString(_pending, 0, complete);
+        Consume(complete);
+        return text;
+    }
+
+    /// <summary>
+    /// Adds one token and writes the text that became complete into <paramref name="destination"/>; returns the
+    /// number of chars written. Allocates nothing. A destination of <see cref="MaxCharsPerPush"/> chars always suffices.
+    /// </summary>
+    public int Push(int id, Span<char> destination)
+    {
+        int complete = Append(id);
+        if (complete == 0) return 0;
+        if (destination.Length < complete && destination.Length < Encoding.UTF8.GetCharCount(_pending.AsSpan(0, complete)))
+            throw new ArgumentException($"destination holds {destination.Length} chars; this token completes more");
+        int written = Encoding.UTF8.GetChars(_pending.AsSpan(0, complete), destination);
+        Consume(complete);
+        return written;
+    }
+
+    /// <summary>Chars one push can produce at most: a token's bytes plus 3 held back, one char per byte at most.</summary>
+    public int MaxCharsPerPush => _tokenizer.MaxTokenBytes + 3;
+
+    private int Append(int id)
+    {
         var bytes = _tokenizer.TokenBytes(id);
-        if (_skipSpecial && _tokenizer.IsSpecial(id)) return string.Empty;
+        if (_skipSpecial && _tokenizer.IsSpecial(id)) return 0;
         if (_count + bytes.Length > _pending.Length)
             Array.Resize(ref _pending, Math.Max(_pending.Length * 2, _count + bytes.Length));
         bytes.CopyTo(_pending.AsSpan(_count));
         _count += bytes.Length;
+        return _count - IncompleteTail(_pending.AsSpan(0, _count));
+    }
 
-        int complete = _count - IncompleteTail(_pending.AsSpan(0, _count));
-        if (complete == 0) return string.Empty;
-        var text = Encoding.UTF8.GetString(_pending, 0, complete);
+    private void Consume(int complete)
+    {
         _pending.AsSpan(complete, _count - complete).CopyTo(_pending);
         _count -= complete;
-        return text;
     }
 
     /// <summary>Releases whatever is held back (an unfinished character becomes U+FFFD) and resets.</summary>

@@ -24,7 +24,7 @@ public class AdapterSetTests
     private static LoraAdapter Adapter(LlamaConfig c, ulong seed, double sparsity = 0, int rank = 4, IEnumerable<Proj>? projs = null) =>
         LoraAdapter.CreateRandom(c, rank, 2 * rank, seed, sparsity, projs, bStd: 0.2f);
 
-    [TestCase(0.0, null), TestCase(0.9, null), TestCase(0.9, LoraBForm.Dense), TestCase(0.0, LoraBForm.Compact)]
+    [TestCase(0.0, null), TestCase(0.9, null), TestCase(0.9, LoraBForm.Compact), TestCase(0.0, LoraBForm.Compact)]
     public void MergedAndUnmergedLogits_Agree(double sparsity, LoraBForm? form)
     {
         using var m = TestModels.Create(TestModels.Tiny());
@@ -123,6 +123,9 @@ public class AdapterSetTests
         using (AdapterSet.Attach(m, [(Adapter(m.Config, 1), 1f)], false))
             Assert.That(() => AdapterSet.Attach(m, [(Adapter(m.Config, 2), 1f)], false),
                 Throws.InvalidOperationException.With.Message.Contains("already has adapters"));
+        using (AdapterSet.Attach(m, [(Adapter(m.Config, 1), 1f)], true))
+            Assert.That(() => AdapterSet.Attach(m, [(Adapter(m.Config, 2), 1f)], true),
+                Throws.InvalidOperationException.With.Message.Contains("already has adapters"), "merges do not stack");
         var other = TestModels.Tiny() with { IntermediateSize = 40 };
         var bad = Adapter(other, 3, projs: [Proj.Down]);
         Assert.That(() => AdapterSet.Attach(m, [(bad, 1f)], false), Throws.TypeOf<ShapeMismatchException>().With.Message.EqualTo(
@@ -170,5 +173,25 @@ public class AdapterSetTests
         // peft 0.12 matches `.*\.{key}$`: the full name with "model." has no dot before it and does not match.
         Assert.That(cfg.ScaleFor(1, Proj.Down), Is.EqualTo(2 / Math.Sqrt(8)));
         Assert.That(LoraConfig.Scale(128, 64, false), Is.EqualTo(2.0));
+    }
+}
+
+/// <summary>The unmerged path in the decode loop allocates nothing once its scratch has grown.</summary>
+public class AdapterAllocationTests
+{
+    [TestCase(null), TestCase(LoraBForm.Dense), TestCase(LoraBForm.Compact)]
+    public void DecodeStep_WithAdapters_AllocatesNothing(LoraBForm? form)
+    {
+        using var m = TestModels.Create(TestModels.Tiny());
+        var c = m.Config;
+        using var set = AdapterSet.Attach(m, [(LoraAdapter.CreateRandom(c, 4, 8, 1, 0.9), 0.5f), (LoraAdapter.CreateRandom(c, 8, 16, 2), 0.5f)], false, form);
+        using var cache = new KvCache(m.Backend, c, 1, 64);
+        var logits = new float[c.VocabSize];
+        int[] id = [5], slot = [0], pos = [0], rows = [0];
+        // Warm up past tiered compilation's call counting (the runtime's own one-time allocations).
+        for (int t = 0; t < 40; t++) { pos[0] = t; m.Forward(id, slot, pos, rows, cache, logits); }
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int t = 40; t < 60; t++) { pos[0] = t; m.Forward(id, slot, pos, rows, cache, logits); }
+        Assert.That(GC.GetAllocatedBytesForCurrentThread() - before, Is.Zero);
     }
 }

@@ -46,8 +46,8 @@ public class LoraApplyTests
     [Test]
     public void ChooseForm_CompactOnlyWhenSparseAndRankFitsAByte()
     {
-        Assert.That(LoraFactors.ChooseForm(10, 10, 10), Is.EqualTo(LoraBForm.Compact));
-        Assert.That(LoraFactors.ChooseForm(90, 10, 10), Is.EqualTo(LoraBForm.Dense));
+        Assert.That(LoraFactors.ChooseForm(5, 10, 10), Is.EqualTo(LoraBForm.Compact));
+        Assert.That(LoraFactors.ChooseForm(6, 10, 10), Is.EqualTo(LoraBForm.Dense));
         Assert.That(LoraFactors.ChooseForm(0, 10, 300), Is.EqualTo(LoraBForm.Dense));
         Assert.Throws<ArgumentException>(() => LoraFactors.Create(_be, new float[300], new float[300], 300, 1, 1, LoraBForm.Compact));
     }

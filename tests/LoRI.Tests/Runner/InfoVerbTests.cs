@@ -66,6 +66,7 @@ public class InfoVerbTests
         Assert.That(stdout, Does.Contain("weights         3,088 bytes (BF16 3,088) in 1 file\n"));
         Assert.That(stdout, Does.Contain("kv cache        128 bytes per token"));
         Assert.That(stdout, Does.Contain("heads           4 query, 2 key/value, head dim 4"));
+        Assert.That(stdout, Does.Contain("rms norm eps    1e-05\n"));
     }
 
     [Test]

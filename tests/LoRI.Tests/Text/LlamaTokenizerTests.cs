@@ -165,6 +165,23 @@ public class LlamaTokenizerTests
     }
 
     [Test]
+    public void StreamDecoder_SpanPush_MatchesStringPush()
+    {
+        var t = Tok();
+        var ids = t.Encode("héllo 👍🏽 中文 <|eot_id|> ok");
+        var a = t.CreateStreamDecoder(skipSpecial: true);
+        var b = t.CreateStreamDecoder(skipSpecial: true);
+        var buf = new char[b.MaxCharsPerPush];
+        Assert.That(b.MaxCharsPerPush, Is.GreaterThanOrEqualTo(t.MaxTokenBytes + 3));
+        foreach (var id in ids)
+        {
+            int n = b.Push(id, buf);
+            Assert.That(new string(buf, 0, n), Is.EqualTo(a.Push(id)), $"token {id}");
+        }
+        Assert.That(a.Flush() + b.Flush(), Is.Empty);
+    }
+
+    [Test]
     public void ChatTemplate_IsExactlyTheFixtureTemplate()
     {
         var fixture = Fixtures.Require("llama3-tokenizer");
