@@ -1040,5 +1040,8 @@ public sealed class CheckContext : IDisposable
     {
         foreach (var t in _owned) t.Dispose();
         _owned.Clear();
+        // the backend's scratch (GEMM staging, attention partials, adapter and cross-entropy buffers) as well:
+        // a check leaves the arena as it found it
+        if (!Device.IsCapturing) Device.ReleaseScratch();
     }
 }
