@@ -7,6 +7,7 @@
 //                values f32 [nnz]): only the live entries of B are read (the decode form of a LoRI-S B).
 //                Both: one warp per output row for up to 8 tokens at once, t staged in shared memory.
 //                Grid (ceil(Out/8), ceil(N/8)), 256 threads, dynamic shared memory 8 * R floats.
+// lora_apply_fused: shrink and expand in one launch for decode (see the kernel).
 // lora_grad_b:   dB[o, j] += scale * sum_n dy[n, o] u[n, j], only where mask[o * R + j] != 0 (mask optional,
 //                u8): the LoRI-S B gradient with its mask applied. Grid-stride over Out * R entries.
 // adamw_sparse_step: AdamW (as adamw.cu) over the live entries of a parameter only: entry e updates
@@ -106,6 +107,70 @@ extern "C" __global__ void lora_expand_compact(const float* t, const int* row_st
     }
 }
 LORI_KERNEL(lora_expand_compact)
+
+// The one-launch decode variant: every block first computes all of t = scale * x A^T (N <= 8 tokens) into
+// shared memory (one warp per rank row, so A is read once per block: gridDim.x times in all, from L2),
+// then expands rows blockIdx.x * 8 + warp, stepping by gridDim.x * 8, with B dense (form 0) or compact
+// (form 1). Trades redundant reads of A for one launch instead of two; the grid size sets the balance.
+// Grid (G), 256 threads, dynamic shared memory 8 * R floats.
+extern "C" __global__ void lora_apply_fused(const float* x, const float* a, const float* b, const int* row_start, const unsigned char* cols,
+                                            const float* values, float* y, int n, int in, int out, int rank, float scale, int vec, int form)
+{
+    LORI_DYNAMIC_SHARED(float, ts);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    for (int j = warp; j < rank; j += 8)
+    {
+        const float* ar = a + (long long)j * in;
+        for (int q = 0; q < LA_TOKENS; q++)
+        {
+            if (q >= n) { if (lane == 0) ts[q * rank + j] = 0.f; continue; }
+            const float* xr = x + (long long)q * in;
+            float s = 0.f;
+            if (vec)
+                for (int c = lane; c < in / 4; c += 32)
+                {
+                    const la_f32x4 p = reinterpret_cast<const la_f32x4*>(xr)[c];
+                    const la_f32x4 r = reinterpret_cast<const la_f32x4*>(ar)[c];
+                    s += p.x * r.x + p.y * r.y + p.z * r.z + p.w * r.w;
+                }
+            else
+                for (int k = lane; k < in; k += 32) s += xr[k] * ar[k];
+            s = warp_sum(s);
+            if (lane == 0) ts[q * rank + j] = scale * s;
+        }
+    }
+    __syncthreads();
+    for (int o0 = blockIdx.x * 8; o0 < out; o0 += gridDim.x * 8)
+    {
+        const int o = o0 + warp;
+        float acc[LA_TOKENS];
+        for (int q = 0; q < LA_TOKENS; q++) acc[q] = 0.f;
+        if (o < out)
+        {
+            if (form == 0)
+                for (int j = lane; j < rank; j += 32)
+                {
+                    const float bv = b[(long long)o * rank + j];
+                    for (int q = 0; q < LA_TOKENS; q++) acc[q] += bv * ts[q * rank + j];
+                }
+            else
+                for (int e = row_start[o] + lane; e < row_start[o + 1]; e += 32)
+                {
+                    const float bv = values[e];
+                    const int j = cols[e];
+                    for (int q = 0; q < LA_TOKENS; q++) acc[q] += bv * ts[q * rank + j];
+                }
+        }
+        for (int q = 0; q < LA_TOKENS; q++) acc[q] = warp_sum(acc[q]);
+        if (o < out && lane < n)
+        {
+            float v = 0.f;
+            for (int q = 0; q < LA_TOKENS; q++) v = q == lane ? acc[q] : v;
+            y[(long long)lane * out + o] += v;
+        }
+    }
+}
+LORI_KERNEL(lora_apply_fused)
 
 extern "C" __global__ void lora_grad_b(const float* dy, const float* u, const unsigned char* mask, float* db, int n, int out, int rank, float scale)
 {

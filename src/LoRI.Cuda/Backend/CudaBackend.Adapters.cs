@@ -17,6 +17,22 @@ public sealed unsafe partial class CudaBackend : IAdapterOps
     /// <summary>The most tokens the warp-per-row adapter kernels take in one call.</summary>
     public const int LoraWarpMaxTokens = 8;
 
+    /// <summary>
+    /// Decode variant of lora_apply: 0 runs the shrink and the expand as two kernels; G &gt; 0 runs one kernel of G
+    /// blocks (lora_apply_fused), each recomputing the whole shrink (A read G times, from L2) before its share of the
+    /// expand. Which wins depends on the device and the shapes: `bench-gpu` measures both.
+    /// </summary>
+    public int LoraFusedDecodeBlocks
+    {
+        get => _loraFusedBlocks;
+        set
+        {
+            if (value is < 0 or > 65535) throw new ArgumentOutOfRangeException(nameof(LoraFusedDecodeBlocks), value, "0 (two kernels) or a block count");
+            _loraFusedBlocks = value;
+        }
+    }
+    private int _loraFusedBlocks;
+
     public void LoraApply(Tensor x, LoraFactors f, float scale, Tensor y)
     {
         Expect("lora_apply", "x", x, DType.F32);
@@ -27,13 +43,25 @@ public sealed unsafe partial class CudaBackend : IAdapterOps
         int n = RowsOf(x, f.In), r = f.Rank;
         ExpectLength("lora_apply", "y", y, (long)n * f.Out);
         if (n == 0) return;
-        var t = Scratch("lora_t", DType.F32, (long)n * r).Reshape(n, r);
         bool warpKernels = n <= LoraWarpMaxTokens;
+        bool vec = f.In % 4 == 0 && x.Pointer % 16 == 0 && f.A.Pointer % 16 == 0;
+        if (warpKernels && _loraFusedBlocks > 0)
+        {
+            bool dense = f.Form == LoraBForm.Dense;
+            var fa = new KernelArgs();
+            fa.Add(x); fa.Add(f.A);
+            fa.Add(dense ? (ulong)f.B!.Pointer : 0UL);
+            fa.Add(dense ? 0UL : (ulong)f.RowStart!.Pointer); fa.Add(dense ? 0UL : (ulong)f.Cols!.Pointer); fa.Add(dense ? 0UL : (ulong)f.Values!.Pointer);
+            fa.Add(y); fa.Add(n); fa.Add(f.In); fa.Add(f.Out); fa.Add(r); fa.Add(scale); fa.Add(vec ? 1 : 0); fa.Add(dense ? 0 : 1);
+            int blocks = Math.Min(_loraFusedBlocks, (f.Out + 7) / 8);
+            Launch("lori_adapter", "lora_apply_fused", blocks, 256, LoraWarpMaxTokens * r * sizeof(float), ref fa);
+            return;
+        }
+        var t = Scratch("lora_t", DType.F32, (long)n * r).Reshape(n, r);
         if (warpKernels)
         {
             var a = new KernelArgs();
-            a.Add(x); a.Add(f.A); a.Add(t); a.Add(n); a.Add(f.In); a.Add(r); a.Add(scale);
-            a.Add(f.In % 4 == 0 && x.Pointer % 16 == 0 && f.A.Pointer % 16 == 0 ? 1 : 0);
+            a.Add(x); a.Add(f.A); a.Add(t); a.Add(n); a.Add(f.In); a.Add(r); a.Add(scale); a.Add(vec ? 1 : 0);
             Launch("lori_adapter", "lora_shrink", new Dim3((uint)((r + 7) / 8), (uint)n), 256, 0, ref a);
         }
         else MatMul(x.Reshape(n, f.In), f.A, t, scale);

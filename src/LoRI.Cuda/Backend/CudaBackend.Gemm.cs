@@ -144,6 +144,16 @@ public sealed unsafe partial class CudaBackend
         return t.View(0, checked((int)length));
     }
 
+    /// <summary>
+    /// Returns the scratch buffers to the arena (they grow again on demand). A graph captured while they were in
+    /// use must not be launched afterwards.
+    /// </summary>
+    public void ReleaseScratch()
+    {
+        NotCapturing("releasing scratch");
+        DisposeScratch();
+    }
+
     private void DisposeScratch()
     {
         foreach (var t in _scratch.Values) t.Dispose();

@@ -222,12 +222,27 @@ public static class GpuBench
             Num(w, "decode_overhead", decodeA / decodeS - 1);
             Num(w, "prefill_tokens_per_s", o.PrefillTokens / prefillA);
             Num(w, "prefill_overhead", prefillA / prefillS - 1);
+            // the one-launch decode variant (lora_apply_fused) at a few grid sizes
+            w.WriteStartArray("decode_fused_variants");
+            foreach (int blocks in new[] { 8, 16, 32 })
+            {
+                be.LoraFusedDecodeBlocks = blocks;
+                var (decodeF, _, _) = TimeModel(be, model, cache, prompt, prefill, o, timePrefill: false);
+                w.WriteStartObject();
+                Num(w, "blocks", blocks);
+                Num(w, "decode_tokens_per_s", 1 / decodeF);
+                Num(w, "decode_overhead", decodeF / decodeS - 1);
+                w.WriteEndObject();
+            }
+            be.LoraFusedDecodeBlocks = 0;
+            w.WriteEndArray();
             w.WriteEndObject();
         }
     }
 
     private static (double DecodeSeconds, double PrefillSeconds, int[] Tokens) TimeModel(CudaBackend be, LlamaModel model, KvCache cache,
-                                                                                          int[] prompt, int[] prefill, GpuBenchOptions o)
+                                                                                          int[] prompt, int[] prefill, GpuBenchOptions o,
+                                                                                          bool timePrefill = true)
     {
         using var decoder = new CudaGraphDecoder(model, cache, slot: 0);
         int first = decoder.Prefill(prompt);
@@ -236,6 +251,7 @@ public static class GpuBench
         var tokens = decoder.Decode(first, o.DecodeTokens);
         be.Synchronize();
         double decode = sw.Elapsed.TotalSeconds / Math.Max(1, tokens.Length - 1);
+        if (!timePrefill) return (decode, double.NaN, tokens);
         var slots = new int[prefill.Length];
         Array.Fill(slots, 1);
         var positions = Enumerable.Range(0, prefill.Length).ToArray();

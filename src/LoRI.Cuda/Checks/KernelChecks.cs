@@ -52,12 +52,16 @@ public static class KernelChecks
         new("flash_attention_forward", c => Attention(c, flash: true, splits: 1, decode: false)),
         new("flash_attention_decode_split3", c => Attention(c, flash: true, splits: 3, decode: true)),
         new("flash_attention_decode_auto", c => Attention(c, flash: true, splits: 0, decode: true)),
-        new("flash_attention_train_forward", TrainAttentionForward),
-        new("flash_attention_backward", TrainAttentionBackward),
+        new("flash_attention_train_forward", c => TrainAttentionForward(c, TrainAttentionShape(c))),
+        new("flash_attention_backward", c => TrainAttentionBackward(c, TrainAttentionShape(c))),
+        new("flash_attention_decode_hd128_group4", FlashDecodeLlamaHeads),
+        new("flash_attention_backward_hd256_group8", c => TrainAttentionBackward(c, (1, c.Pick(32, 33), 8, 1, 256))),
         new("lora_apply_dense_decode", c => LoraApply(c, LoraBForm.Dense, decode: true)),
         new("lora_apply_dense_prefill", c => LoraApply(c, LoraBForm.Dense, decode: false)),
         new("lora_apply_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true)),
         new("lora_apply_compact_prefill", c => LoraApply(c, LoraBForm.Compact, decode: false)),
+        new("lora_apply_fused_dense_decode", c => LoraApply(c, LoraBForm.Dense, decode: true, fusedBlocks: 3)),
+        new("lora_apply_fused_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true, fusedBlocks: 2)),
         new("lora_grad_b_masked", LoraGradB),
         new("adamw_sparse_step", AdamWSparse),
         new("matmul_backward_input_bf16", c => MatMulBackward(c, DType.BF16, input: true)),
@@ -504,10 +508,30 @@ public static class KernelChecks
     private static (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) TrainAttentionShape(CheckContext c) =>
         (2, c.Pick(32, 37), c.Pick(8, 6), 2, c.Pick(64, 20));
 
-    /// <summary>The training forward (keys from the batch itself) with its log-sum-exp, against CpuOps.AttentionForwardWithLse.</summary>
-    private static Comparison TrainAttentionForward(CheckContext c)
+    /// <summary>Decode at Llama-3's head shape (head dim 128, 4 query heads per KV head), split over the positions.</summary>
+    private static Comparison FlashDecodeLlamaHeads(CheckContext c)
     {
-        var (b, t, heads, kvh, hd) = TrainAttentionShape(c);
+        int t = c.Pick(64, 70);
+        c.Note($"2 tokens, 8/2 heads of 128, cache [2, {t}], flash, 2 splits");
+        bool wasFlash = c.Device.UseFlashAttention;
+        int wasSplits = c.Device.AttentionSplits;
+        c.Device.UseFlashAttention = true;
+        c.Device.AttentionSplits = 2;
+        try
+        {
+            return AttentionRun(c, 2, t, 2, 8, 128, 2);
+        }
+        finally
+        {
+            c.Device.UseFlashAttention = wasFlash;
+            c.Device.AttentionSplits = wasSplits;
+        }
+    }
+
+    /// <summary>The training forward (keys from the batch itself) with its log-sum-exp, against CpuOps.AttentionForwardWithLse.</summary>
+    private static Comparison TrainAttentionForward(CheckContext c, (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) shape)
+    {
+        var (b, t, heads, kvh, hd) = shape;
         int n = b * t;
         c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}");
         var q = c.Random(n * heads * hd, 1f);
@@ -528,9 +552,9 @@ public static class KernelChecks
     }
 
     /// <summary>The training backward (dq, dk, dv) against CpuOps.AttentionBackward, from the device's own forward.</summary>
-    private static Comparison TrainAttentionBackward(CheckContext c)
+    private static Comparison TrainAttentionBackward(CheckContext c, (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) shape)
     {
-        var (b, t, heads, kvh, hd) = TrainAttentionShape(c);
+        var (b, t, heads, kvh, hd) = shape;
         int n = b * t;
         c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}");
         var q = c.Random(n * heads * hd, 1f);
@@ -642,12 +666,12 @@ public static class KernelChecks
     /// lora_apply against the CPU backend's, B dense or compact at ~90% sparsity (LoRI-S), at decode token
     /// counts (the warp kernels) and prefill counts (GEMMs for the shrink and a dense expand).
     /// </summary>
-    private static Comparison LoraApply(CheckContext c, LoraBForm form, bool decode)
+    private static Comparison LoraApply(CheckContext c, LoraBForm form, bool decode, int fusedBlocks = 0)
     {
         int inDim = c.Pick(128, 45), outDim = c.Pick(96, 70), rank = c.Pick(16, 13);
         int n = decode ? c.Pick(8, 3) : c.Pick(64, 37);
         const float scale = 0.75f;
-        c.Note($"x [{n}, {inDim}], A [{rank}, {inDim}], B [{outDim}, {rank}] {form}, scale {scale}");
+        c.Note($"x [{n}, {inDim}], A [{rank}, {inDim}], B [{outDim}, {rank}] {form}, scale {scale}{(fusedBlocks > 0 ? $", one launch of {fusedBlocks} blocks" : "")}");
         var a = c.Random(rank * inDim, 1f);
         var b = c.Random(outDim * rank, 1f);
         var keep = c.Ints(b.Length, 10);
@@ -657,7 +681,16 @@ public static class KernelChecks
         using var cf = LoraFactors.Create(c.Cpu, a, b, rank, inDim, outDim, form);
         var (dx, cx) = c.Both(c.Random(n * inDim, 1f), DType.F32, n, inDim);
         var (dy, cy) = c.Both(c.Random(n * outDim, 1f), DType.F32, n, outDim);
-        c.Device.LoraApply(dx, df, scale, dy);
+        int was = c.Device.LoraFusedDecodeBlocks;
+        c.Device.LoraFusedDecodeBlocks = fusedBlocks;
+        try
+        {
+            c.Device.LoraApply(dx, df, scale, dy);
+        }
+        finally
+        {
+            c.Device.LoraFusedDecodeBlocks = was;
+        }
         ((IAdapterOps)c.Cpu).LoraApply(cx, cf, scale, cy);
         var cmp = c.Compare(dy, cy, 2e-5f * MathF.Sqrt(inDim), 1e-5f);
         c.Timed = null;
@@ -1007,5 +1040,8 @@ public sealed class CheckContext : IDisposable
     {
         foreach (var t in _owned) t.Dispose();
         _owned.Clear();
+        // the backend's scratch (GEMM staging, attention partials, adapter and cross-entropy buffers) as well:
+        // a check leaves the arena as it found it
+        if (!Device.IsCapturing) Device.ReleaseScratch();
     }
 }

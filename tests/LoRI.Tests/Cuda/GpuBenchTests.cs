@@ -41,6 +41,8 @@ public class GpuBenchTests
         var adapter = r.GetProperty("adapter_overhead");
         Assert.That(adapter.GetProperty("decode_tokens_per_s").GetDouble(), Is.GreaterThan(0));
         Assert.That(adapter.TryGetProperty("prefill_overhead", out _), Is.True);
+        Assert.That(adapter.GetProperty("decode_fused_variants").EnumerateArray().Select(v => v.GetProperty("decode_tokens_per_s").GetDouble()),
+                    Has.All.GreaterThan(0));
         Assert.That(r.GetProperty("training").GetProperty("status").GetString(), Does.StartWith("not measured"));
     }
 }
