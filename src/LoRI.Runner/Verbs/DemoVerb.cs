@@ -7,7 +7,7 @@ public static class DemoVerb
 {
     public static readonly Verb Verb = new("demo", "the LoRI story on a built-in model: pre-train, LoRA/LoRI-D/LoRI-S per task, merges, continual learning",
         "demo [--quick | --full] [--out DIR] [--json] [--seed S] " + Session.DeviceUsage +
-        " [--tasks 3|4] [--hidden N] [--layers N] [--rank R] [--batch N] [--pretrain-steps N] [--steps N]" +
+        " [--tasks 3|4] [--hidden N] [--layers N] [--rank R] [--batch N] [--pretrain-batch N] [--pretrain-steps N] [--steps N]" +
         " [--pretrain-lr X] [--lr X] [--lr-d X] [--lr-s X] [--train N] [--test N] [--threads N]", Run);
 
     public const string DefaultOut = "lori-demo-out";
@@ -24,6 +24,7 @@ public static class DemoVerb
         {
             Tasks = a.GetInt("tasks", p.Tasks), Hidden = a.GetInt("hidden", p.Hidden), Layers = a.GetInt("layers", p.Layers),
             Rank = a.GetInt("rank", p.Rank), BatchSize = a.GetInt("batch", p.BatchSize),
+            PretrainBatchSize = a.GetInt("pretrain-batch", p.PretrainBatchSize),
             PretrainSteps = a.GetInt("pretrain-steps", p.PretrainSteps), AdapterSteps = a.GetInt("steps", p.AdapterSteps),
             PretrainLr = a.GetFloat("pretrain-lr", (float)p.PretrainLr), TrainExamples = a.GetInt("train", p.TrainExamples),
             TestExamples = a.GetInt("test", p.TestExamples), Threads = a.GetInt("threads", p.Threads),

@@ -89,7 +89,7 @@ public sealed class DemoRun : IDisposable
         _tok = LlamaTokenizer.Load(modelDir);
         _c = _o.ModelConfig(_vocab.VocabSize, _vocab.BosId, _vocab.EosIds);
         var copy = DemoTask.Copy();
-        var (copyTrain, copyTest) = copy.Split(Math.Max(_o.TrainExamples, 2 * _o.PretrainSteps), _o.TestExamples, _o.Seed);
+        var (copyTrain, copyTest) = copy.Split(Math.Max(_o.TrainExamples, _o.PretrainBatchSize * _o.PretrainSteps / 4), _o.TestExamples, _o.Seed);
         var pretrainLoss = Pretrain(copyTrain);
         if (_o.OutDir is not null)
         {
@@ -229,7 +229,7 @@ public sealed class DemoRun : IDisposable
             Timings = _timings,
             Settings =
             [
-                ("hidden", _o.Hidden), ("layers", _o.Layers), ("batch", _o.BatchSize), ("train_examples", _o.TrainExamples),
+                ("hidden", _o.Hidden), ("layers", _o.Layers), ("batch", _o.BatchSize), ("pretrain_batch", _o.PretrainBatchSize), ("train_examples", _o.TrainExamples),
                 ("pretrain_steps", _o.PretrainSteps), ("adapter_steps", _o.AdapterSteps), ("pretrain_lr", _o.PretrainLr),
                 ("lora_lr", _o.LoraLr), ("lori_d_lr", _o.LoriDLr), ("lori_s_lr", _o.LoriSLr),
             ],
@@ -263,9 +263,9 @@ public sealed class DemoRun : IDisposable
         var init = RandomWeights.Create(_c, _o.Seed, DType.F32);
         using var model = new LlamaModel(_c, _cpu, LlamaWeights.Load(_c, _cpu, RandomWeights.Source(init)));
         var examples = Build(corpus);
-        using var g = new TrainingGraph(model, TrainMethod.Full, null, _o.BatchSize * examples.Max(e => e.Tokens.Length));
+        using var g = new TrainingGraph(model, TrainMethod.Full, null, _o.PretrainBatchSize * examples.Max(e => e.Tokens.Length));
         var bar = Bar("pre-train base (copy)", _o.PretrainSteps);
-        var loss = Loop(g, examples, _o.PretrainSteps, _o.PretrainLr, _o.Seed, bar);
+        var loss = Loop(g, examples, _o.PretrainSteps, _o.PretrainBatchSize, _o.PretrainLr, _o.Seed, bar);
         _timings.Add(("pretrain", bar.Finish($"loss {loss[^1]:F3}")));
         _baseTensors = g.Weights().Select(w => new NamedTensor(w.Name, DType.F32, w.Shape, RandomWeights.Encode(w.Value, DType.F32))).ToList();
         return loss;
@@ -279,26 +279,26 @@ public sealed class DemoRun : IDisposable
         using var g = new TrainingGraph(_trainModel!, method, adapter, _o.BatchSize * examples.Max(e => e.Tokens.Length), mask);
         double lr = method switch { TrainMethod.Lora => _o.LoraLr, TrainMethod.LoriD => _o.LoriDLr, _ => _o.LoriSLr };
         var bar = Bar(label, _o.AdapterSteps);
-        var loss = Loop(g, examples, _o.AdapterSteps, lr, _o.Seed * 7919 + stream, bar);
+        var loss = Loop(g, examples, _o.AdapterSteps, _o.BatchSize, lr, _o.Seed * 7919 + stream, bar);
         double s = bar.Finish($"loss {loss[0]:F3} -> {loss[^1]:F3}");
         _timings.Add((label.Replace(' ', '_'), s));
         return (loss, s);
     }
 
     /// <summary>The training loop: seeded epoch order, reference loss (per-sequence sum, batch mean), per-tensor clip, constant LR.</summary>
-    private List<double> Loop(TrainingGraph g, List<TrainingExample> examples, int steps, double lr, ulong seed, ProgressBar bar)
+    private List<double> Loop(TrainingGraph g, List<TrainingExample> examples, int steps, int batchSize, double lr, ulong seed, ProgressBar bar)
     {
         var opt = new AdamWOptions();
-        int perEpoch = DataOrder.BatchesPerEpoch(examples.Count, _o.BatchSize);
+        int perEpoch = DataOrder.BatchesPerEpoch(examples.Count, batchSize);
         var losses = new List<double>(steps);
         int[] perm = [];
-        var batch = new List<TrainingExample>(_o.BatchSize);
+        var batch = new List<TrainingExample>(batchSize);
         for (int step = 0; step < steps; step++)
         {
             int epoch = step / perEpoch, bi = step % perEpoch;
             if (bi == 0) perm = DataOrder.EpochPermutation(examples.Count, seed, epoch);
             batch.Clear();
-            foreach (int i in DataOrder.BatchIndices(perm, _o.BatchSize, bi)) batch.Add(examples[i]);
+            foreach (int i in DataOrder.BatchIndices(perm, batchSize, bi)) batch.Add(examples[i]);
             double loss = g.Run(new Batch(batch, _vocab.PadId, LossReduction.SumTokensMeanSequences));
             if (!double.IsFinite(loss)) throw new LoRIException($"training diverged at step {step + 1} (loss {loss}); lower the learning rate");
             g.OptimizerStep(lr, opt);
