@@ -247,6 +247,7 @@ public sealed class Trainer : IDisposable
         }
         if (Adapter is not null && Options.Method != TrainMethod.Lora)
             foreach (var m in Adapter.Modules) f.ReadFloat32(Entry(f, "frozen/" + m.Key('A'), m.A.Length), m.A);
+        Graph.WeightsChanged();
         Step = long.Parse(Meta("lori.step"), CultureInfo.InvariantCulture);
         if (Step < 0 || Step > TotalSteps) throw new InvalidFileException(path, $"checkpoint step {Step} is outside this run's 0..{TotalSteps}");
         return Step;

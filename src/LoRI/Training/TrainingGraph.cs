@@ -50,6 +50,9 @@ public sealed class TrainingGraph : IDisposable
     private readonly float[] _embed, _lmHead, _finalNorm;
     private readonly float[][] _attnNorm, _mlpNorm;
     private readonly float[][][] _proj;
+    // W^T [in, out] of every projection, so dx = dy W runs as the backend's tiled MatMul(dy, W^T); refreshed after
+    // each optimizer step when the weights train (full).
+    private readonly float[][][] _projT;
     private readonly Dictionary<float[], float[]> _gradOf = new(ReferenceEqualityComparer.Instance);
 
     // Saved activations.
@@ -60,6 +63,8 @@ public sealed class TrainingGraph : IDisposable
     private readonly float[] _hf, _tmp;
     // Backward scratch.
     private readonly float[] _dx, _dxmid, _dxn, _dattn, _dq, _dk, _dv, _dact, _dg, _du, _dua, _dhf, _ceScratch;
+    // Full fine-tuning: dy^T and x^T for dW += dy^T x as the backend's MatMul(dy^T, x^T).
+    private readonly float[] _dyT, _xT;
 
     public LlamaConfig Config => _c;
     public TrainMethod Method { get; }
@@ -98,14 +103,20 @@ public sealed class TrainingGraph : IDisposable
         _embed = ToF32(w.Embed);
         _lmHead = ReferenceEquals(w.LmHead, w.Embed) ? _embed : ToF32(w.LmHead);
         _finalNorm = ToF32(w.FinalNorm);
-        _attnNorm = new float[L][]; _mlpNorm = new float[L][]; _proj = new float[L][][];
+        _attnNorm = new float[L][]; _mlpNorm = new float[L][]; _proj = new float[L][][]; _projT = new float[L][][];
         for (int l = 0; l < L; l++)
         {
             _attnNorm[l] = ToF32(w.Layers[l].AttnNorm);
             _mlpNorm[l] = ToF32(w.Layers[l].MlpNorm);
             _proj[l] = new float[7][];
-            foreach (var p in Projs.All) _proj[l][(int)p] = ToF32(w.Layers[l][p]);
+            _projT[l] = new float[7][];
+            foreach (var p in Projs.All)
+            {
+                _proj[l][(int)p] = ToF32(w.Layers[l][p]);
+                _projT[l][(int)p] = GC.AllocateArray<float>(_proj[l][(int)p].Length, pinned: true);
+            }
         }
+        RefreshTransposes();
 
         int n = maxTokens, r = adapter?.Modules.Max(m => m.Rank) ?? 0;
         float[] A(long len) => GC.AllocateArray<float>(checked((int)len), pinned: true);
@@ -130,6 +141,9 @@ public sealed class TrainingGraph : IDisposable
         _dattn = A((long)n * QD); _dq = A((long)n * QD); _dk = A((long)n * KD); _dv = A((long)n * KD);
         _dact = A((long)n * F); _dg = A((long)n * F); _du = A((long)n * F);
         _dua = A((long)n * Math.Max(1, r));
+        int widest = Math.Max(Math.Max(D, F), Math.Max(QD, KD));
+        _dyT = method == TrainMethod.Full ? A((long)n * widest) : [];
+        _xT = method == TrainMethod.Full ? A((long)n * widest) : [];
         _ceScratch = A(Math.Min(CpuOps.CrossEntropyScratchLength(n, _c.VocabSize), Math.Max(n, CrossEntropyScratchFloats)));
 
         if (adapter is not null)
@@ -210,6 +224,33 @@ public sealed class TrainingGraph : IDisposable
         }
         yield return ("model.norm.weight", [D], _finalNorm);
         if (!ReferenceEquals(_lmHead, _embed)) yield return ("lm_head.weight", [_c.VocabSize, D], _lmHead);
+    }
+
+    /// <summary>Call after writing the weights from outside (a checkpoint load) so the backward's W^T copies follow.</summary>
+    public void WeightsChanged() => RefreshTransposes();
+
+    private void RefreshTransposes()
+    {
+        for (int l = 0; l < _c.NumLayers; l++)
+            foreach (var p in Projs.All)
+            {
+                var (o, i) = p.Shape(_c);
+                Transpose(_proj[l][(int)p], o, i, _projT[l][(int)p]);
+            }
+    }
+
+    /// <summary>dst [cols, rows] = src [rows, cols]^T, in 32 x 32 tiles.</summary>
+    private static void Transpose(ReadOnlySpan<float> src, int rows, int cols, Span<float> dst)
+    {
+        const int tile = 32;
+        for (int r0 = 0; r0 < rows; r0 += tile)
+            for (int c0 = 0; c0 < cols; c0 += tile)
+            {
+                int r1 = Math.Min(rows, r0 + tile), c1 = Math.Min(cols, c0 + tile);
+                for (int r = r0; r < r1; r++)
+                    for (int c = c0; c < c1; c++)
+                        dst[c * rows + r] = src[r * cols + c];
+            }
     }
 
     private static float[] ToF32(Tensor t)
@@ -329,8 +370,15 @@ public sealed class TrainingGraph : IDisposable
         var w = _proj[l][(int)p];
         var dyS = dy.AsSpan(0, n * o);
         var xS = x.AsSpan(0, n * i);
-        CpuOps.LinearBackwardInput(dyS, w, o, i, dx.AsSpan(0, n * i), accumulate);
-        if (Method == TrainMethod.Full) CpuOps.LinearBackwardWeight(dyS, xS, o, i, GradOf(w));
+        // dx (+)= dy W, as the backend's tiled x W'^T with W' = W^T.
+        _be.MatMul(T(dy, n, o), T(_projT[l][(int)p], i, o), T(dx, n, i), 1f, accumulate);
+        if (Method == TrainMethod.Full)
+        {
+            // dW += dy^T x, as the backend's MatMul(dy^T [o, n], (x^T) [i, n]).
+            Transpose(dyS, n, o, _dyT);
+            Transpose(xS, n, i, _xT);
+            _be.MatMul(T(_dyT, o, n), T(_xT, i, n), T(GradOf(w)!, o, i), 1f, accumulate: true);
+        }
         if (_adapter?[l, p] is { } m)
             CpuOps.LoraBackward(xS, _ua[l][(int)p].AsSpan(0, n * m.Rank), dyS, m.A, m.B, m.In, m.Out, m.Rank, m.Scale,
                 Method == TrainMethod.Lora ? GradOf(m.A) : [], GradOf(m.B), dx.AsSpan(0, n * i), _dua.AsSpan(0, n * m.Rank));
@@ -357,6 +405,7 @@ public sealed class TrainingGraph : IDisposable
             AdamW.Step(p.Value, p.Grad, p.State, lr, opt);
             Array.Clear(p.Grad);
         }
+        if (Method == TrainMethod.Full) RefreshTransposes();
         return total;
     }
 
