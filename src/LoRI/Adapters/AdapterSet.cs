@@ -25,7 +25,8 @@ public sealed class AdapterSet : ILinearHook, IDisposable
     private readonly List<(LoraAdapter Adapter, float Weight)> _adapters;
     private readonly Slot[][][] _slots;                  // [layer][proj] -> adapters touching it (unmerged)
     private readonly List<(int Layer, Proj Proj, Tensor Original)> _originals = new();
-    private readonly Tensor? _scratch;
+    private readonly Tensor? _scratch;                   // generic path only: F32 [MaxTokensPerForward, max rank]
+    private readonly Dictionary<(int Tokens, int Rank), Tensor> _scratchViews = new();
     private bool _attached;
 
     private sealed class Slot(int adapter, LoraFactors factors, float moduleScale)
@@ -114,7 +115,16 @@ public sealed class AdapterSet : ILinearHook, IDisposable
     public void Apply(int layer, Proj proj, Tensor x, Tensor y)
     {
         foreach (var s in _slots[layer][(int)proj])
-            if (s.Scale != 0) LoraOps.Apply(_model.Backend, x, s.Factors, s.Scale, y, _scratch);
+            if (s.Scale != 0) LoraOps.Apply(_model.Backend, x, s.Factors, s.Scale, y, ScratchFor(x.Rows, s.Factors.Rank));
+    }
+
+    /// <summary>A [tokens, rank] view of the generic path's scratch, made once per shape (null on backends with the fused op).</summary>
+    private Tensor? ScratchFor(int tokens, int rank)
+    {
+        if (_scratch is null) return null;
+        if (!_scratchViews.TryGetValue((tokens, rank), out var v))
+            _scratchViews[(tokens, rank)] = v = _scratch.View(0, tokens, rank);
+        return v;
     }
 
     private void MergeIntoWeights()
