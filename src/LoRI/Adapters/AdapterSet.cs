@@ -59,8 +59,9 @@ public sealed class AdapterSet : ILinearHook, IDisposable
             for (int i = 0; i < adapters.Count; i++)
                 foreach (var m in adapters[i].Item1.Modules)
                 {
+                    // The compact form indexes columns with a byte: a larger rank (e.g. after a cat merge) stays dense.
                     var f = LoraFactors.Create(model.Backend, m.A, m.B, m.Rank, m.In, m.Out,
-                        model.Backend is IAdapterOps ? form : LoraBForm.Dense);
+                        model.Backend is not IAdapterOps || m.Rank > 256 ? LoraBForm.Dense : form);
                     var s = new Slot(i, f, m.Scale) { Scale = m.Scale * adapters[i].Item2 };
                     ref var list = ref _slots[m.Layer][(int)m.Proj];
                     list = [.. list, s];
