@@ -6,10 +6,12 @@
 #                                  kernel for compute_80 / compute_90 (NVRTC here, or nvcc's when built).
 #   scripts/gpu-check.sh run       (on the GPU machine; the default when nvidia-smi is present) runs
 #                                  `lori selftest --device cuda --json` and writes to $OUT (or out/gpu-check/report):
-#                                  selftest.json, selftest.log, device.txt. Exit code: the selftest's.
+#                                  selftest.json, selftest.log, device.txt, then `lori bench-gpu` at Llama-3-8B
+#                                  shapes: bench.json, bench.log. Exit code: the selftest's.
 #
 # The GPU machine has no .NET: carry out/gpu-check with the working tree (it is ignored by git).
-# The whole run takes well under a minute of device time (the checks are small; 20 timed launches each).
+# The selftest takes well under a minute of device time (the checks are small; 20 timed launches each);
+# the benchmarks at most four minutes (a 16 GB random model is built on the device).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=out/gpu-check
@@ -53,6 +55,9 @@ case "$mode" in
     rc=$?
     # the human-readable table too, for the log (short: no timing)
     timeout 120 "$dir/bin/LoRI.Runner" selftest --device cuda --repeats 0 >> "$out/selftest.log" 2>&1
+    # benchmarks at Llama-3-8B shapes on a random model built on the device (LoRI.Cuda.Bench.GpuBench)
+    timeout 240 "$dir/bin/LoRI.Runner" bench-gpu --device cuda --shapes llama3-8b --out "$out/bench.json" > "$out/bench.log" 2>&1
+    echo "bench-gpu exit code $?" >> "$out/bench.log"
     set -e
     echo "selftest exit code $rc" >> "$out/selftest.log"
     tail -5 "$out/selftest.log"

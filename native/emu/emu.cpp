@@ -781,7 +781,11 @@ bool launch_grid(Trampoline tramp, void** args, dim3 grid, dim3 block, size_t dy
     return true;
 }
 
-void set_thread_count(unsigned n) { pool().resize(std::clamp(n, 1u, 64u)); }
+void set_thread_count(unsigned n)
+{
+    std::lock_guard<std::mutex> g(g_launch_lock);  // never under a running launch
+    pool().resize(std::clamp(n, 1u, 64u));
+}
 unsigned thread_count() { return pool().size(); }
 
 } // namespace lori_emu

@@ -20,10 +20,13 @@ public static class Program
         MaskVerb.Verb,
         MergeVerb.Verb,
         MergeIntoModelVerb.Verb,
+        ExportGgufVerb.Verb,
         TrainVerb.Verb,
         EvalVerb.Verb,
         SelftestVerb.Verb,
         PtxVerb.Verb,
+        BenchGpuVerb.Verb,
+        DemoVerb.Verb,
     ];
 
     public static int Main(string[] argv)
@@ -33,7 +36,9 @@ public static class Program
         bool verbose = argv.Contains("--verbose");
         var rest = argv.Where(a => a != "--verbose").ToArray();
 
-        if (rest.Length == 0 || rest[0] is "help" or "--help" or "-h")
+        // No arguments runs the demo: the project's main job on a model it makes itself.
+        if (rest.Length == 0) rest = ["demo"];
+        if (rest[0] is "help" or "--help" or "-h")
         {
             PrintHelp(Console.Out);
             return 0;
@@ -68,7 +73,7 @@ public static class Program
     {
         w.WriteLine("lori: Llama-3 inference and LoRI adapter training in .NET");
         w.WriteLine();
-        w.WriteLine("usage: lori VERB [options]      (add --verbose for stack traces on errors)");
+        w.WriteLine("usage: lori VERB [options]      (add --verbose for stack traces on errors; no arguments runs `demo`)");
         w.WriteLine();
         foreach (var v in Verbs) w.WriteLine($"  {v.Name,-18} {v.Summary}");
     }

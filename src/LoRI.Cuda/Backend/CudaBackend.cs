@@ -13,7 +13,7 @@ namespace LoRI.Cuda.Backend;
 /// one kernel (native/kernels/OP.cu) on the backend's stream. Upload/Download/Synchronize wait.
 /// Beyond IBackend it offers the backward ops, casts, AdamW and on-device sampling.
 /// </summary>
-public sealed unsafe class CudaBackend : IBackend
+public sealed unsafe partial class CudaBackend : IBackend
 {
     private readonly bool _ownsDriver;
     private readonly DeviceArena _arena;
@@ -62,6 +62,7 @@ public sealed unsafe class CudaBackend : IBackend
 
     public Tensor Allocate(DType dtype, params int[] shape)
     {
+        NotCapturing("allocate");
         var t = AllocateUninitialized(dtype, shape);
         Driver.Memset((ulong)t.Pointer, 0, Math.Max(1, t.ByteSize), Stream);
         return t;
@@ -86,6 +87,7 @@ public sealed unsafe class CudaBackend : IBackend
     public void Upload<T>(ReadOnlySpan<T> src, Tensor dst) where T : unmanaged
     {
         Own(dst, nameof(dst));
+        NotCapturing("upload");
         long bytes = (long)src.Length * sizeof(T);
         if (bytes != dst.ByteSize)
             throw new ShapeMismatchException($"upload: {src.Length} x {typeof(T).Name} ({bytes} bytes) into {dst} ({dst.ByteSize} bytes)");
@@ -95,13 +97,18 @@ public sealed unsafe class CudaBackend : IBackend
     public void Download<T>(Tensor src, Span<T> dst) where T : unmanaged
     {
         Own(src, nameof(src));
+        NotCapturing("download");
         long bytes = (long)dst.Length * sizeof(T);
         if (bytes != src.ByteSize)
             throw new ShapeMismatchException($"download: {src} ({src.ByteSize} bytes) into {dst.Length} x {typeof(T).Name} ({bytes} bytes)");
         fixed (T* p = dst) Driver.CopyDtoH((nint)p, (ulong)src.Pointer, bytes, 0);
     }
 
-    public void Synchronize() => Driver.SynchronizeStream(Stream);
+    public void Synchronize()
+    {
+        NotCapturing("synchronize");
+        Driver.SynchronizeStream(Stream);
+    }
 
     // ---- launching -------------------------------------------------------------------------------
 
@@ -130,6 +137,11 @@ public sealed unsafe class CudaBackend : IBackend
                 throw new UnsupportedException($"{name} needs {smem} bytes of shared memory; the device allows {Driver.MaxDynamicSharedMemoryPerBlock}");
             Driver.SetMaxDynamicSharedMemory(fn, smem);
             _dynamicSmemLimit[fn] = smem;
+        }
+        if (_recording is not null)
+        {
+            _recording.Add(new RecordedLaunch(fn, grid, block, smem, args));
+            return;
         }
         var pointers = stackalloc void*[KernelArgs.Capacity];
         fixed (ulong* v = args.Values)
@@ -211,6 +223,13 @@ public sealed unsafe class CudaBackend : IBackend
         int n = RowsOf(x, k);
         ExpectLength("matmul", "y", y, (long)n * m);
         if (n == 0 || m == 0) return;
+        if (TryFastMatMul(x, w, y, n, m, k, alpha, accumulate)) return;
+        MatMulTiled(x, w, y, n, m, k, alpha, accumulate);
+    }
+
+    /// <summary>The plain tiled GEMM (native/kernels/matmul.cu), the baseline every faster MatMul kernel is held against.</summary>
+    private void MatMulTiled(Tensor x, Tensor w, Tensor y, int n, int m, int k, float alpha, bool accumulate)
+    {
         var a = new KernelArgs();
         a.Add(x); a.Add(w); a.Add(y); a.Add(n); a.Add(m); a.Add(k); a.Add(alpha); a.Add(accumulate ? 1 : 0);
         Launch("matmul", "matmul_" + Suffix(w.DType), new Dim3((uint)((m + 63) / 64), (uint)((n + 63) / 64)), new Dim3(16, 16), 0, ref a);
@@ -269,6 +288,7 @@ public sealed unsafe class CudaBackend : IBackend
         ExpectLength("attention", "q", q, (long)n * heads * headDim);
         ExpectLength("attention", "y", y, (long)n * heads * headDim);
         if (n == 0) return;
+        if (TryFlashAttention(q, kCache, vCache, slots, positions, heads, kvHeads, headDim, y, n)) return;
         int s = kCache.Shape[0], t = kCache.Shape[1];
         var a = new KernelArgs();
         a.Add(q); a.Add(kCache); a.Add(vCache); a.Add(slots); a.Add(positions); a.Add(y);
@@ -362,6 +382,7 @@ public sealed unsafe class CudaBackend : IBackend
         ExpectLength("cast", "dst", dst, src.Length);
         if (src.DType == dst.DType)
         {
+            NotCapturing("a device copy");
             Driver.CopyDtoD((ulong)dst.Pointer, (ulong)src.Pointer, src.ByteSize, Stream);
             return;
         }
@@ -472,6 +493,7 @@ public sealed unsafe class CudaBackend : IBackend
         _modules.Clear();
         _functions.Clear();
         _streamHandle.Dispose();
+        DisposeScratch();
         _arena.Dispose();
         if (_ownsDriver) Driver.Dispose();
     }

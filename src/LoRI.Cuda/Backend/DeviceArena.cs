@@ -15,7 +15,9 @@ public sealed class DeviceArena : IDisposable
     private readonly ICudaDriver _driver;
     private readonly long _chunkBytes;
     private readonly List<Chunk> _chunks = new();
+    private readonly HashSet<ulong> _direct = new();
     private readonly object _lock = new();
+    private bool _disposed;
 
     private sealed class Chunk(ulong pointer, long size)
     {
@@ -41,9 +43,11 @@ public sealed class DeviceArena : IDisposable
         if (bytes <= 0) throw new ArgumentOutOfRangeException(nameof(bytes), bytes, "a device block needs at least one byte");
         lock (_lock)
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);
             if (_chunkBytes == 0)
             {
                 var p = _driver.Alloc(bytes);
+                _direct.Add(p);
                 BytesInUse += bytes;
                 BytesReserved += bytes;
                 return new ArenaBlock(this, null, p, bytes, bytes);
@@ -84,10 +88,13 @@ public sealed class DeviceArena : IDisposable
     {
         lock (_lock)
         {
+            // a tensor that outlives its backend: the arena already gave everything back
+            if (_disposed) return;
             BytesInUse -= b.ReservedBytes;
             if (b.Owner is null)
             {
                 BytesReserved -= b.ReservedBytes;
+                _direct.Remove(b.Pointer);
                 _driver.Free(b.Pointer);
                 return;
             }
@@ -115,9 +122,14 @@ public sealed class DeviceArena : IDisposable
     {
         lock (_lock)
         {
+            if (_disposed) return;
+            _disposed = true;
             foreach (var c in _chunks) _driver.Free(c.Pointer);
+            foreach (var p in _direct) _driver.Free(p);
             _chunks.Clear();
+            _direct.Clear();
             BytesReserved = 0;
+            BytesInUse = 0;
         }
     }
 }

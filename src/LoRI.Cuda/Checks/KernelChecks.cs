@@ -1,4 +1,5 @@
 using LoRI.Backend;
+using LoRI.Backend.Cpu;
 using LoRI.Cuda.Backend;
 using LoRI.Model;
 using LoRI.Tensors;
@@ -9,8 +10,9 @@ namespace LoRI.Cuda.Checks;
 public sealed record KernelCheckResult(string Name, bool Passed, double MaxError, double Tolerance, double Ms, string Detail);
 
 /// <summary>
-/// Every CUDA kernel held against a reference: the CPU backend for the IBackend ops, plain loops in
-/// double precision for the ops beyond it (backward passes, AdamW, casts, sampling). Each check runs at
+/// Every CUDA kernel held against a reference: the CPU backend for the IBackend ops; for the backward
+/// passes both the CPU backward (LoRI.Backend.Cpu.CpuOps) and a plain loop in double precision; plain
+/// loops for the rest (AdamW, casts, sampling). Each check runs at
 /// tile-aligned shapes or at ragged ones (not multiples of any tile or block size). Used by the test
 /// suite (under the emulator) and by `selftest --device D`.
 /// </summary>
@@ -30,6 +32,12 @@ public static class KernelChecks
         new("matmul_bf16", c => MatMul(c, DType.BF16, 1f, false)),
         new("matmul_f16", c => MatMul(c, DType.F16, 1f, false)),
         new("matmul_bf16_accumulate", c => MatMul(c, DType.BF16, 0.5f, true)),
+        new("matmul_tc_bf16", c => MatMulTensorCore(c, (128, 128, 64), (37, 70, 45), 1f, false)),
+        new("matmul_tc_bf16_multistage", c => MatMulTensorCore(c, (256, 256, 256), (150, 200, 136), 1f, false)),
+        new("matmul_tc_bf16_multistage_accumulate", c => MatMulTensorCore(c, (130, 136, 104), (150, 200, 171), 0.5f, true)),
+        new("matmul_bf16_auto_tensor_core", MatMulAutoTensorCore),
+        new("matmul_gemv_bf16", c => MatMulGemv(c, 1, 1f, false)),
+        new("matmul_gemv_bf16_accumulate", c => MatMulGemv(c, 3, -0.5f, true)),
         new("rope_forward", RopeForward),
         new("rope_backward", RopeBackward),
         new("swiglu_forward", SwiGluForward),
@@ -40,7 +48,22 @@ public static class KernelChecks
         new("cast_f32_f16", c => Cast(c, DType.F32, DType.F16)),
         new("cast_f16_f32", c => Cast(c, DType.F16, DType.F32)),
         new("kvstore", KvStore),
-        new("attention_forward", Attention),
+        new("attention_forward", c => Attention(c, flash: false, splits: 0, decode: false)),
+        new("flash_attention_forward", c => Attention(c, flash: true, splits: 1, decode: false)),
+        new("flash_attention_decode_split3", c => Attention(c, flash: true, splits: 3, decode: true)),
+        new("flash_attention_decode_auto", c => Attention(c, flash: true, splits: 0, decode: true)),
+        new("flash_attention_train_forward", TrainAttentionForward),
+        new("flash_attention_backward", TrainAttentionBackward),
+        new("lora_apply_dense_decode", c => LoraApply(c, LoraBForm.Dense, decode: true)),
+        new("lora_apply_dense_prefill", c => LoraApply(c, LoraBForm.Dense, decode: false)),
+        new("lora_apply_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true)),
+        new("lora_apply_compact_prefill", c => LoraApply(c, LoraBForm.Compact, decode: false)),
+        new("lora_grad_b_masked", LoraGradB),
+        new("adamw_sparse_step", AdamWSparse),
+        new("matmul_backward_input_bf16", c => MatMulBackward(c, DType.BF16, input: true)),
+        new("matmul_backward_weight", c => MatMulBackward(c, DType.F32, input: false)),
+        new("lm_head_cross_entropy_f32", c => CrossEntropy(c, DType.F32)),
+        new("lm_head_cross_entropy_bf16", c => CrossEntropy(c, DType.BF16)),
         new("adamw_step_masked_per_tensor_clip", c => AdamW(c, masked: true, globalNorm: false)),
         new("adamw_step_global_clip", c => AdamW(c, masked: false, globalNorm: true)),
         new("argmax_rows", Argmax),
@@ -170,7 +193,13 @@ public static class KernelChecks
         c.Own(tdx, tdw);
         c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, tdw);
         c.Timed = () => c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, null);
-        return Tolerance.Compare(c.Get(tdx), ToFloat(rx), 1e-5f, 1e-4f).And(Tolerance.Compare(c.Get(tdw), ToFloat(rw), 1e-4f, 1e-4f));
+        var cdx = new float[n * d];
+        var cdw = new float[d];
+        CpuOps.RmsNormBackward(x, w, dyv, d, eps, cdx, cdw);
+        var gdx = c.Get(tdx);
+        var gdw = c.Get(tdw);
+        return Tolerance.Compare(gdx, ToFloat(rx), 1e-5f, 1e-4f).And(Tolerance.Compare(gdw, ToFloat(rw), 1e-4f, 1e-4f))
+            .And(Tolerance.Compare(gdx, cdx, 1e-5f, 1e-4f)).And(Tolerance.Compare(gdw, cdw, 1e-4f, 1e-4f));
     }
 
     private static Comparison MatMul(CheckContext c, DType wtype, float alpha, bool accumulate)
@@ -181,11 +210,98 @@ public static class KernelChecks
         var (dw, cw) = c.Both(c.Random(m * k, 1f), wtype, m, k);
         var y0 = c.Random(n * m, 1f);
         var (dy, cy) = c.Both(y0, DType.F32, n, m);
-        c.Device.MatMul(dx, dw, dy, alpha, accumulate);
+        // fp32 activations throughout (the tensor-core path, which rounds them to bf16, has its own checks)
+        bool was = c.Device.Bf16Activations;
+        c.Device.Bf16Activations = false;
+        try
+        {
+            c.Device.MatMul(dx, dw, dy, alpha, accumulate);
+        }
+        finally
+        {
+            c.Device.Bf16Activations = was;
+        }
         c.Cpu.MatMul(cx, cw, cy, alpha, accumulate);
         c.Timed = () => c.Device.MatMul(dx, dw, dy, alpha, false);
         // fp32 sums over k terms of order 1: both sides round differently, by about k * 2^-24 each
         return c.Compare(dy, cy, 2e-5f * MathF.Sqrt(k), 1e-5f);
+    }
+
+    /// <summary>
+    /// The tensor-core GEMM on bf16 activations against the CPU backend's MatMul on the same (bf16-rounded)
+    /// values in F32: both sum exact bf16 products in fp32, so only the order of the sums differs.
+    /// </summary>
+    private static Comparison MatMulTensorCore(CheckContext c, (int N, int M, int K) aligned, (int N, int M, int K) ragged, float alpha, bool accumulate)
+    {
+        var (n, m, k) = c.Ragged ? ragged : aligned;
+        c.Note($"x [{n}, {k}] bf16, W [{m}, {k}] bf16, alpha {alpha}{(accumulate ? ", accumulate" : "")}, {(k % 8 == 0 ? "cp.async" : "register-staged")} tiles");
+        var xv = c.Random(n * k, 1f).Select(Bf16.Round).ToArray();
+        var dx = c.Up(xv, DType.BF16, n, k);
+        var cx = c.UpCpu(xv, DType.F32, n, k);
+        var (dw, cw) = c.Both(c.Random(m * k, 1f), DType.BF16, m, k);
+        var (dy, cy) = c.Both(c.Random(n * m, 1f), DType.F32, n, m);
+        c.Device.MatMulBf16(dx, dw, dy, alpha, accumulate);
+        c.Cpu.MatMul(cx, cw, cy, alpha, accumulate);
+        c.Timed = () => c.Device.MatMulBf16(dx, dw, dy, alpha, false);
+        return c.Compare(dy, cy, 2e-5f * MathF.Sqrt(k), 1e-5f);
+    }
+
+    /// <summary>MatMul's own choice of the tensor-core path (F32 x cast to bf16 in scratch) when Bf16Activations is on.</summary>
+    private static Comparison MatMulAutoTensorCore(CheckContext c)
+    {
+        int n = c.Pick(64, 37), m = c.Pick(128, 70), k = c.Pick(64, 101);
+        c.Note($"x [{n}, {k}] F32 holding bf16 values, W [{m}, {k}] bf16, through MatMul with Bf16Activations");
+        var (dx, cx) = c.Both(c.Random(n * k, 1f).Select(Bf16.Round).ToArray(), DType.F32, n, k);
+        var (dw, cw) = c.Both(c.Random(m * k, 1f), DType.BF16, m, k);
+        var dy = c.Device.Allocate(DType.F32, n, m);
+        var cy = c.Cpu.Allocate(DType.F32, n, m);
+        c.Own(dy, cy);
+        bool was = c.Device.Bf16Activations;
+        c.Device.Bf16Activations = true;
+        try
+        {
+            c.Device.MatMul(dx, dw, dy);
+        }
+        finally
+        {
+            c.Device.Bf16Activations = was;
+        }
+        c.Cpu.MatMul(cx, cw, cy);
+        c.Timed = () => c.Device.MatMulBf16(c.Device.Scratch("matmul_x_bf16", DType.BF16, (long)n * k).Reshape(n, k), dw, dy);
+        return c.Compare(dy, cy, 2e-5f * MathF.Sqrt(k), 1e-5f);
+    }
+
+    /// <summary>The decode GEMV (fp32 x, bf16 W) at every K split, through MatMul's dispatch and directly.</summary>
+    private static Comparison MatMulGemv(CheckContext c, int n, float alpha, bool accumulate)
+    {
+        int m = c.Pick(128, 70), k = c.Pick(512, 45 * 7);
+        c.Note($"x [{n}, {k}] F32, W [{m}, {k}] bf16, alpha {alpha}{(accumulate ? ", accumulate" : "")}, K split auto/1/2/4/8");
+        var (dx, cx) = c.Both(c.Random(n * k, 1f), DType.F32, n, k);
+        var (dw, cw) = c.Both(c.Random(m * k, 1f), DType.BF16, m, k);
+        var y0 = c.Random(n * m, 1f);
+        var cy = c.UpCpu(y0, DType.F32, n, m);
+        c.Cpu.MatMul(cx, cw, cy, alpha, accumulate);
+        var expected = c.Get(cy);
+        var dy = c.Up(y0, DType.F32, n, m);
+        c.Device.MatMul(dx, dw, dy, alpha, accumulate);
+        var cmp = Tolerance.Compare(c.Get(dy), expected, 2e-5f * MathF.Sqrt(k), 1e-5f);
+        int was = c.Device.GemvSplitK;
+        try
+        {
+            foreach (var split in new[] { 1, 2, 4, 8 })
+            {
+                c.Device.GemvSplitK = split;
+                c.Device.Upload<float>(y0, dy);
+                c.Device.MatMulGemv(dx, dw, dy, alpha, accumulate);
+                cmp = cmp.And(Tolerance.Compare(c.Get(dy), expected, 2e-5f * MathF.Sqrt(k), 1e-5f));
+            }
+        }
+        finally
+        {
+            c.Device.GemvSplitK = was;
+        }
+        c.Timed = () => c.Device.MatMulGemv(dx, dw, dy, alpha, false);
+        return cmp;
     }
 
     private static float[] InvFreq(int headDim) => new LlamaConfig
@@ -230,7 +346,10 @@ public static class KernelChecks
         var df = c.Up(inv, DType.F32, half);
         c.Device.RopeBackward(dg, heads, hd, dp, df);
         c.Timed = () => c.Device.RopeBackward(dg, heads, hd, dp, df);
-        return Tolerance.Compare(c.Get(dg), ToFloat(expected), 2e-6f, 2e-6f);
+        var cpu = (float[])g.Clone();
+        CpuOps.RopeBackward(cpu, heads, hd, pos, inv);
+        var got = c.Get(dg);
+        return Tolerance.Compare(got, ToFloat(expected), 2e-6f, 2e-6f).And(Tolerance.Compare(got, cpu, 2e-6f, 2e-6f));
     }
 
     private static Comparison SwiGluForward(CheckContext c)
@@ -271,7 +390,13 @@ public static class KernelChecks
         c.Own(tdg, tdu);
         c.Device.SwiGluBackward(tg, tu, tdy, tdg, tdu);
         c.Timed = () => c.Device.SwiGluBackward(tg, tu, tdy, tdg, tdu);
-        return Tolerance.Compare(c.Get(tdg), ToFloat(eg), 1e-6f, 1e-5f).And(Tolerance.Compare(c.Get(tdu), ToFloat(eu), 1e-6f, 1e-5f));
+        var cg = new float[len];
+        var cu = new float[len];
+        CpuOps.SwiGluBackward(g, u, dy, cg, cu);
+        var gg = c.Get(tdg);
+        var gu = c.Get(tdu);
+        return Tolerance.Compare(gg, ToFloat(eg), 1e-6f, 1e-5f).And(Tolerance.Compare(gu, ToFloat(eu), 1e-6f, 1e-5f))
+            .And(Tolerance.Compare(gg, cg, 1e-6f, 1e-5f)).And(Tolerance.Compare(gu, cu, 1e-6f, 1e-5f));
     }
 
     private static Comparison AddForward(CheckContext c)
@@ -325,10 +450,32 @@ public static class KernelChecks
         return c.Compare(dc, cc, 0, 0);
     }
 
-    private static Comparison Attention(CheckContext c)
+    /// <summary>
+    /// IBackend.Attention against the CPU: the baseline kernel, or the flash kernel with a given number of KV
+    /// splits (0: the backend's choice). Decode shapes: a few tokens against a long cache (several splits,
+    /// one of them empty for the ragged shape).
+    /// </summary>
+    private static Comparison Attention(CheckContext c, bool flash, int splits, bool decode)
     {
-        int s = 2, t = c.Pick(32, 19), kvHeads = 2, heads = c.Pick(8, 6), hd = c.Pick(64, 20), n = c.Pick(8, 7);
-        c.Note($"{n} tokens, {heads}/{kvHeads} heads of {hd}, cache [{s}, {t}]");
+        int s = 2, t = decode ? c.Pick(128, 100) : c.Pick(32, 37), kvHeads = 2, heads = c.Pick(8, 6), hd = c.Pick(64, 20), n = decode ? 2 : c.Pick(8, 7);
+        c.Note($"{n} tokens, {heads}/{kvHeads} heads of {hd}, cache [{s}, {t}], {(flash ? $"flash, {(splits == 0 ? "auto" : splits.ToString())} splits" : "baseline")}");
+        bool wasFlash = c.Device.UseFlashAttention;
+        int wasSplits = c.Device.AttentionSplits;
+        c.Device.UseFlashAttention = flash;
+        c.Device.AttentionSplits = splits;
+        try
+        {
+            return AttentionRun(c, s, t, kvHeads, heads, hd, n);
+        }
+        finally
+        {
+            c.Device.UseFlashAttention = wasFlash;
+            c.Device.AttentionSplits = wasSplits;
+        }
+    }
+
+    private static Comparison AttentionRun(CheckContext c, int s, int t, int kvHeads, int heads, int hd, int n)
+    {
         var (dk, ck) = c.Both(c.Random(s * t * kvHeads * hd, 1f), DType.F32, s, t, kvHeads * hd);
         var (dv, cv) = c.Both(c.Random(s * t * kvHeads * hd, 1f), DType.F32, s, t, kvHeads * hd);
         var (dq, cq) = c.Both(c.Random(n * heads * hd, 1f), DType.F32, n, heads * hd);
@@ -343,8 +490,77 @@ public static class KernelChecks
         c.Own(dy, cy);
         c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
         c.Cpu.Attention(cq, ck, cv, csl, cp, heads, kvHeads, hd, cy);
-        c.Timed = () => c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
+        bool flash = c.Device.UseFlashAttention;
+        int splits = c.Device.AttentionSplits;
+        c.Timed = () =>
+        {
+            c.Device.UseFlashAttention = flash;
+            c.Device.AttentionSplits = splits;
+            c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
+        };
         return c.Compare(dy, cy, 1e-5f, 1e-4f);
+    }
+
+    private static (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) TrainAttentionShape(CheckContext c) =>
+        (2, c.Pick(32, 37), c.Pick(8, 6), 2, c.Pick(64, 20));
+
+    /// <summary>The training forward (keys from the batch itself) with its log-sum-exp, against CpuOps.AttentionForwardWithLse.</summary>
+    private static Comparison TrainAttentionForward(CheckContext c)
+    {
+        var (b, t, heads, kvh, hd) = TrainAttentionShape(c);
+        int n = b * t;
+        c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}");
+        var q = c.Random(n * heads * hd, 1f);
+        var k = c.Random(n * kvh * hd, 1f);
+        var v = c.Random(n * kvh * hd, 1f);
+        var ry = new float[q.Length];
+        var rl = new float[n * heads];
+        LoRI.Backend.Cpu.CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, ry, rl);
+        var tq = c.Up(q, DType.F32, n, heads * hd);
+        var tk = c.Up(k, DType.F32, n, kvh * hd);
+        var tv = c.Up(v, DType.F32, n, kvh * hd);
+        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tl = c.Device.Allocate(DType.F32, n, heads);
+        c.Own(ty, tl);
+        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        c.Timed = () => c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        return Tolerance.Compare(c.Get(ty), ry, 1e-5f, 1e-4f).And(Tolerance.Compare(c.Get(tl), rl, 1e-5f, 1e-5f));
+    }
+
+    /// <summary>The training backward (dq, dk, dv) against CpuOps.AttentionBackward, from the device's own forward.</summary>
+    private static Comparison TrainAttentionBackward(CheckContext c)
+    {
+        var (b, t, heads, kvh, hd) = TrainAttentionShape(c);
+        int n = b * t;
+        c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}");
+        var q = c.Random(n * heads * hd, 1f);
+        var k = c.Random(n * kvh * hd, 1f);
+        var v = c.Random(n * kvh * hd, 1f);
+        var dyv = c.Random(n * heads * hd, 1f);
+        var ry = new float[q.Length];
+        var rl = new float[n * heads];
+        LoRI.Backend.Cpu.CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, ry, rl);
+        var rdq = new float[q.Length];
+        var rdk = new float[k.Length];
+        var rdv = new float[v.Length];
+        LoRI.Backend.Cpu.CpuOps.AttentionBackward(q, k, v, rl, dyv, b, t, heads, kvh, hd, rdq, rdk, rdv);
+        var tq = c.Up(q, DType.F32, n, heads * hd);
+        var tk = c.Up(k, DType.F32, n, kvh * hd);
+        var tv = c.Up(v, DType.F32, n, kvh * hd);
+        var tdy = c.Up(dyv, DType.F32, n, heads * hd);
+        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tl = c.Device.Allocate(DType.F32, n, heads);
+        var tdq = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tdk = c.Device.Allocate(DType.F32, n, kvh * hd);
+        var tdv = c.Device.Allocate(DType.F32, n, kvh * hd);
+        c.Own(ty, tl, tdq, tdk, tdv);
+        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv);
+        c.Timed = () => c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv);
+        // sums over up to t positions and the group's heads of products of order 1
+        return Tolerance.Compare(c.Get(tdq), rdq, 2e-5f, 1e-4f)
+            .And(Tolerance.Compare(c.Get(tdk), rdk, 2e-5f, 1e-4f))
+            .And(Tolerance.Compare(c.Get(tdv), rdv, 2e-5f, 1e-4f));
     }
 
     private static Comparison AdamW(CheckContext c, bool masked, bool globalNorm)
@@ -420,6 +636,177 @@ public static class KernelChecks
                         throw new InvalidOperationException($"adamw: masked entry {i} of tensor {ti} moved by more than weight decay");
             }
         return cmp;
+    }
+
+    /// <summary>
+    /// lora_apply against the CPU backend's, B dense or compact at ~90% sparsity (LoRI-S), at decode token
+    /// counts (the warp kernels) and prefill counts (GEMMs for the shrink and a dense expand).
+    /// </summary>
+    private static Comparison LoraApply(CheckContext c, LoraBForm form, bool decode)
+    {
+        int inDim = c.Pick(128, 45), outDim = c.Pick(96, 70), rank = c.Pick(16, 13);
+        int n = decode ? c.Pick(8, 3) : c.Pick(64, 37);
+        const float scale = 0.75f;
+        c.Note($"x [{n}, {inDim}], A [{rank}, {inDim}], B [{outDim}, {rank}] {form}, scale {scale}");
+        var a = c.Random(rank * inDim, 1f);
+        var b = c.Random(outDim * rank, 1f);
+        var keep = c.Ints(b.Length, 10);
+        for (int i = 0; i < b.Length; i++)
+            if (keep[i] != 0) b[i] = 0;
+        using var df = LoraFactors.Create(c.Device, a, b, rank, inDim, outDim, form);
+        using var cf = LoraFactors.Create(c.Cpu, a, b, rank, inDim, outDim, form);
+        var (dx, cx) = c.Both(c.Random(n * inDim, 1f), DType.F32, n, inDim);
+        var (dy, cy) = c.Both(c.Random(n * outDim, 1f), DType.F32, n, outDim);
+        c.Device.LoraApply(dx, df, scale, dy);
+        ((IAdapterOps)c.Cpu).LoraApply(cx, cf, scale, cy);
+        var cmp = c.Compare(dy, cy, 2e-5f * MathF.Sqrt(inDim), 1e-5f);
+        c.Timed = null;
+        return cmp;
+    }
+
+    private static Comparison LoraGradB(CheckContext c)
+    {
+        int n = c.Pick(32, 37), outDim = c.Pick(64, 70), rank = c.Pick(16, 13);
+        const float scale = 2f;
+        c.Note($"dy [{n}, {outDim}], u [{n}, {rank}], mask keeping ~10%");
+        var dyv = c.Random(n * outDim, 1f);
+        var u = c.Random(n * rank, 1f);
+        var db0 = c.Random(outDim * rank, 1f);
+        var mask = c.Ints(outDim * rank, 10).Select(v => (byte)(v == 0 ? 1 : 0)).ToArray();
+        var expected = new double[db0.Length];
+        for (int o = 0; o < outDim; o++)
+            for (int j = 0; j < rank; j++)
+            {
+                double s = 0;
+                for (int i = 0; i < n; i++) s += (double)dyv[i * outDim + o] * u[i * rank + j];
+                expected[o * rank + j] = mask[o * rank + j] != 0 ? db0[o * rank + j] + scale * s : db0[o * rank + j];
+            }
+        var tdy = c.Up(dyv, DType.F32, n, outDim);
+        var tu = c.Up(u, DType.F32, n, rank);
+        var tdb = c.Up(db0, DType.F32, outDim, rank);
+        var tm = c.UpBytes(mask, outDim * rank);
+        c.Device.LoraGradB(tdy, tu, tm, scale, tdb);
+        c.Timed = () => c.Device.LoraGradB(tdy, tu, tm, scale, tdb);
+        return Tolerance.Compare(c.Get(tdb), ToFloat(expected), 1e-5f, 1e-5f);
+    }
+
+    private static Comparison AdamWSparse(CheckContext c)
+    {
+        int size = c.Pick(4096, 1001);
+        const float lr = 1e-2f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.01f;
+        const int steps = 3;
+        c.Note($"[{size}] with ~10% live entries, {steps} steps");
+        var p = c.Random(size, 1f);
+        var live = Enumerable.Range(0, size).Where(i => i % 10 == 3 || i == size - 1).ToArray();
+        var grads = Enumerable.Range(0, steps).Select(_ => c.Random(size, 3f)).ToArray();
+        var rp = p.Select(v => (double)v).ToArray();
+        var rm = new double[live.Length];
+        var rv = new double[live.Length];
+        for (int step = 1; step <= steps; step++)
+        {
+            double bc1 = 1 - Math.Pow(b1, step), bc2 = 1 - Math.Pow(b2, step);
+            for (int e = 0; e < live.Length; e++)
+            {
+                int i = live[e];
+                double g = grads[step - 1][i];
+                rp[i] -= lr * wd * rp[i];
+                rm[e] = b1 * rm[e] + (1 - b1) * g;
+                rv[e] = b2 * rv[e] + (1 - b2) * g * g;
+                rp[i] -= lr / bc1 * rm[e] / (Math.Sqrt(rv[e]) / Math.Sqrt(bc2) + eps);
+            }
+        }
+        var tp = c.Up(p, DType.F32, size);
+        var tg = c.Device.Allocate(DType.F32, size);
+        var ti = c.UpInts(live, live.Length);
+        var tm = c.Device.Allocate(DType.F32, live.Length);
+        var tv = c.Device.Allocate(DType.F32, live.Length);
+        c.Own(tg, tm, tv);
+        for (int step = 1; step <= steps; step++)
+        {
+            c.Device.Upload<float>(grads[step - 1], tg);
+            c.Device.AdamWSparse(tp, tg, ti, tm, tv, null, step, lr, b1, b2, eps, wd);
+        }
+        c.Timed = () => c.Device.AdamWSparse(tp, tg, ti, tm, tv, null, steps + 1, lr, b1, b2, eps, wd);
+        // dead entries are untouched: rp holds their initial values exactly
+        return Tolerance.Compare(c.Get(tp), ToFloat(rp), 1e-6f, 1e-5f);
+    }
+
+    /// <summary>dx = dy W and dW += dy^T x against double-precision loops.</summary>
+    private static Comparison MatMulBackward(CheckContext c, DType wtype, bool input)
+    {
+        int n = c.Pick(64, 37), m = c.Pick(128, 70), k = c.Pick(64, 45);
+        c.Note($"dy [{n}, {m}], {(input ? $"W [{m}, {k}] {wtype}" : $"x [{n}, {k}]")}, accumulate");
+        var dyv = c.Random(n * m, 1f);
+        var other = c.Random(input ? m * k : n * k, 1f).Select(v => Round(v, wtype)).ToArray();
+        int rows = input ? n : m;
+        var y0 = c.Random(rows * k, 1f);
+        var expected = new double[rows * k];
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < k; j++)
+            {
+                double s = y0[r * k + j];
+                if (input) for (int q = 0; q < m; q++) s += (double)dyv[r * m + q] * other[q * k + j];
+                else for (int q = 0; q < n; q++) s += (double)dyv[q * m + r] * other[q * k + j];
+                expected[r * k + j] = s;
+            }
+        var tdy = c.Up(dyv, DType.F32, n, m);
+        var ty = c.Up(y0, DType.F32, rows, k);
+        if (input)
+        {
+            var tw = c.Up(other, wtype, m, k);
+            c.Device.MatMulBackwardInput(tdy, tw, ty, 1f, accumulate: true);
+        }
+        else
+        {
+            var tx = c.Up(other, DType.F32, n, k);
+            c.Device.MatMulBackwardWeight(tdy, tx, ty, 1f, accumulate: true);
+        }
+        c.Timed = null;
+        return Tolerance.Compare(c.Get(ty), ToFloat(expected), 2e-5f * MathF.Sqrt(input ? m : n), 1e-5f);
+    }
+
+    /// <summary>The chunked lm_head cross-entropy (loss, dh, dW, the weighted total) against CpuOps.LmHeadCrossEntropy.</summary>
+    private static Comparison CrossEntropy(CheckContext c, DType wtype)
+    {
+        int n = c.Pick(16, 7), dim = c.Pick(64, 45), vocab = c.Pick(512, 300);
+        const int chunk = 128;
+        c.Note($"h [{n}, {dim}], W [{vocab}, {dim}] {wtype}, chunks of {chunk}, one row without a target");
+        var h = c.Random(n * dim, 1f);
+        var w = c.Random(vocab * dim, 0.5f).Select(v => Round(v, wtype)).ToArray();
+        var targets = c.Ints(n, vocab);
+        targets[1] = -1;
+        targets[^1] = vocab - 1;
+        var weights = c.Random(n, 0.5f).Select(v => v + 0.6f).ToArray();
+        var dw0 = c.Random(vocab * dim, 0.1f);
+        var rloss = new float[n];
+        var rdh = new float[n * dim];
+        var rdw = (float[])dw0.Clone();
+        double rtotal = LoRI.Backend.Cpu.CpuOps.LmHeadCrossEntropy(h, w, dim, targets, weights, rloss, rdh, rdw, new float[n * chunk]);
+        var th = c.Up(h, DType.F32, n, dim);
+        var tw = c.Up(w, wtype, vocab, dim);
+        var tt = c.UpInts(targets, n);
+        var twt = c.Up(weights, DType.F32, n);
+        var tloss = c.Device.Allocate(DType.F32, n);
+        var tdh = c.Device.Allocate(DType.F32, n, dim);
+        c.Own(tloss, tdh);
+        var tdw = c.Up(dw0, DType.F32, vocab, dim);
+        // fp32 activations into the lm_head, as the CPU reference has them
+        bool was = c.Device.Bf16Activations;
+        c.Device.Bf16Activations = false;
+        double total;
+        try
+        {
+            total = c.Device.LmHeadCrossEntropy(th, tw, tt, twt, tloss, tdh, tdw, chunk);
+        }
+        finally
+        {
+            c.Device.Bf16Activations = was;
+        }
+        c.Timed = () => c.Device.LmHeadCrossEntropy(th, tw, tt, twt, tloss, null, null, chunk);
+        return Tolerance.Compare(c.Get(tloss), rloss, 1e-5f, 1e-5f)
+            .And(Tolerance.Compare(c.Get(tdh), rdh, 1e-6f, 1e-4f))
+            .And(Tolerance.Compare(c.Get(tdw), rdw, 1e-6f, 1e-4f))
+            .And(Tolerance.Compare([(float)total], [(float)rtotal], 1e-5f, 1e-5f));
     }
 
     private static Comparison Argmax(CheckContext c)
@@ -560,6 +947,7 @@ public sealed class CheckContext : IDisposable
     public (Tensor Device, Tensor Cpu) BothInts(int[] data, params int[] shape) => (UpInts(Device, data, shape), UpInts(Cpu, data, shape));
 
     public Tensor Up(float[] data, DType dtype, params int[] shape) => UpTo(Device, data, dtype, shape);
+    public Tensor UpCpu(float[] data, DType dtype, params int[] shape) => UpTo(Cpu, data, dtype, shape);
     public Tensor UpInts(int[] data, params int[] shape) => UpInts(Device, data, shape);
 
     private Tensor UpInts(IBackend b, int[] data, int[] shape)

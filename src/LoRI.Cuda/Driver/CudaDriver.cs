@@ -97,36 +97,73 @@ public sealed unsafe class CudaDriver : ICudaDriver
         if (result != CuResult.Success) throw new CudaException(result, call, Describe(result));
     }
 
+    [ThreadStatic] private static nint t_current;
+
     /// <summary>Makes this device's context current on the calling thread (driver calls need it).</summary>
-    public void MakeCurrent() => ThrowIfFailed(CudaApi.cuCtxSetCurrent(_context));
+    public void MakeCurrent()
+    {
+        if (t_current == _context) return;
+        ThrowIfFailed(CudaApi.cuCtxSetCurrent(_context));
+        t_current = _context;
+    }
+
+    private CuResult TryMakeCurrent()
+    {
+        if (t_current == _context) return CuResult.Success;
+        var r = CudaApi.cuCtxSetCurrent(_context);
+        if (r == CuResult.Success) t_current = _context;
+        return r;
+    }
 
     public ulong Alloc(long bytes)
     {
+        MakeCurrent();
         ThrowIfFailed(CudaApi.cuMemAlloc(out var p, checked((nuint)bytes)));
         return p;
     }
 
-    public void Free(ulong ptr) => ThrowIfFailed(CudaApi.cuMemFree(ptr));
+    public void Free(ulong ptr)
+    {
+        MakeCurrent();
+        ThrowIfFailed(CudaApi.cuMemFree(ptr));
+    }
 
-    public void Memset(ulong dst, byte value, long bytes, nint stream) =>
+    public void Memset(ulong dst, byte value, long bytes, nint stream)
+    {
+        MakeCurrent();
         ThrowIfFailed(stream == 0 ? CudaApi.cuMemsetD8(dst, value, (nuint)bytes) : CudaApi.cuMemsetD8Async(dst, value, (nuint)bytes, stream));
+    }
 
-    public void CopyHtoD(ulong dst, nint src, long bytes, nint stream) =>
+    public void CopyHtoD(ulong dst, nint src, long bytes, nint stream)
+    {
+        MakeCurrent();
         ThrowIfFailed(stream == 0 ? CudaApi.cuMemcpyHtoD(dst, src, (nuint)bytes) : CudaApi.cuMemcpyHtoDAsync(dst, src, (nuint)bytes, stream));
+    }
 
-    public void CopyDtoH(nint dst, ulong src, long bytes, nint stream) =>
+    public void CopyDtoH(nint dst, ulong src, long bytes, nint stream)
+    {
+        MakeCurrent();
         ThrowIfFailed(stream == 0 ? CudaApi.cuMemcpyDtoH(dst, src, (nuint)bytes) : CudaApi.cuMemcpyDtoHAsync(dst, src, (nuint)bytes, stream));
+    }
 
-    public void CopyDtoD(ulong dst, ulong src, long bytes, nint stream) =>
+    public void CopyDtoD(ulong dst, ulong src, long bytes, nint stream)
+    {
+        MakeCurrent();
         ThrowIfFailed(stream == 0 ? CudaApi.cuMemcpyDtoD(dst, src, (nuint)bytes) : CudaApi.cuMemcpyDtoDAsync(dst, src, (nuint)bytes, stream));
+    }
 
     public nint AllocHost(long bytes)
     {
+        MakeCurrent();
         ThrowIfFailed(CudaApi.cuMemAllocHost(out var p, checked((nuint)bytes)));
         return p;
     }
 
-    public void FreeHost(nint ptr) => ThrowIfFailed(CudaApi.cuMemFreeHost(ptr));
+    public void FreeHost(nint ptr)
+    {
+        MakeCurrent();
+        ThrowIfFailed(CudaApi.cuMemFreeHost(ptr));
+    }
 
     public CudaModule LoadModule(string name)
     {
@@ -138,6 +175,7 @@ public sealed unsafe class CudaDriver : ICudaDriver
     /// <summary>Loads PTX text; a JIT failure throws with the JIT's error log.</summary>
     public CudaModule LoadPtx(string name, string ptx, string origin)
     {
+        MakeCurrent();
         const int logSize = 16 * 1024;
         var image = Encoding.UTF8.GetBytes(ptx + "\0");
         var errorLog = new byte[logSize];
@@ -158,6 +196,7 @@ public sealed unsafe class CudaDriver : ICudaDriver
 
     public nint GetFunction(CudaModule module, string name)
     {
+        MakeCurrent();
         ThrowIfFailed(CudaApi.cuModuleGetFunction(out var f, module.DangerousGetHandle(), name));
         return f;
     }
@@ -165,47 +204,74 @@ public sealed unsafe class CudaDriver : ICudaDriver
     /// <summary>Registers, local (spill) bytes and static shared bytes of a loaded kernel.</summary>
     public (int Registers, int LocalBytes, int SharedBytes) FunctionInfo(nint function)
     {
+        MakeCurrent();
         ThrowIfFailed(CudaApi.cuFuncGetAttribute(out var regs, FunctionAttribute.NumRegs, function));
         ThrowIfFailed(CudaApi.cuFuncGetAttribute(out var local, FunctionAttribute.LocalSizeBytes, function));
         ThrowIfFailed(CudaApi.cuFuncGetAttribute(out var shared, FunctionAttribute.SharedSizeBytes, function));
         return (regs, local, shared);
     }
 
-    public void SetMaxDynamicSharedMemory(nint function, int bytes) =>
+    public void SetMaxDynamicSharedMemory(nint function, int bytes)
+    {
+        MakeCurrent();
         ThrowIfFailed(CudaApi.cuFuncSetAttribute(function, FunctionAttribute.MaxDynamicSharedSizeBytes, bytes));
+    }
 
-    public void Launch(nint function, Dim3 grid, Dim3 block, int dynamicSharedBytes, nint stream, void** args) =>
+    public void Launch(nint function, Dim3 grid, Dim3 block, int dynamicSharedBytes, nint stream, void** args)
+    {
+        MakeCurrent();
         ThrowIfFailed(CudaApi.cuLaunchKernel(function, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, (uint)dynamicSharedBytes, stream, args, null));
+    }
 
     public CudaStream CreateStream()
     {
+        MakeCurrent();
         // a blocking stream: the synchronous copies (legacy default stream) stay ordered with its work
         ThrowIfFailed(CudaApi.cuStreamCreate(out var s, 0));
         return new CudaStream(this, s);
     }
 
-    public void SynchronizeStream(nint stream) => ThrowIfFailed(CudaApi.cuStreamSynchronize(stream));
+    public void SynchronizeStream(nint stream)
+    {
+        MakeCurrent();
+        ThrowIfFailed(CudaApi.cuStreamSynchronize(stream));
+    }
 
     public CudaEvent CreateEvent()
     {
+        MakeCurrent();
         ThrowIfFailed(CudaApi.cuEventCreate(out var e, 0));
         return new CudaEvent(this, e);
     }
 
-    public void RecordEvent(CudaEvent e, nint stream) => ThrowIfFailed(CudaApi.cuEventRecord(e.DangerousGetHandle(), stream));
-    public void SynchronizeEvent(CudaEvent e) => ThrowIfFailed(CudaApi.cuEventSynchronize(e.DangerousGetHandle()));
+    public void RecordEvent(CudaEvent e, nint stream)
+    {
+        MakeCurrent();
+        ThrowIfFailed(CudaApi.cuEventRecord(e.DangerousGetHandle(), stream));
+    }
+    public void SynchronizeEvent(CudaEvent e)
+    {
+        MakeCurrent();
+        ThrowIfFailed(CudaApi.cuEventSynchronize(e.DangerousGetHandle()));
+    }
 
     public float ElapsedMilliseconds(CudaEvent start, CudaEvent end)
     {
+        MakeCurrent();
         ThrowIfFailed(CudaApi.cuEventElapsedTime(out var ms, start.DangerousGetHandle(), end.DangerousGetHandle()));
         return ms;
     }
 
-    public void Synchronize() => ThrowIfFailed(CudaApi.cuCtxSynchronize());
+    public void Synchronize()
+    {
+        MakeCurrent();
+        ThrowIfFailed(CudaApi.cuCtxSynchronize());
+    }
 
-    CuResult ICudaDriver.ReleaseModule(nint module) => CudaApi.cuModuleUnload(module);
-    CuResult ICudaDriver.ReleaseStream(nint stream) => CudaApi.cuStreamDestroy(stream);
-    CuResult ICudaDriver.ReleaseEvent(nint e) => CudaApi.cuEventDestroy(e);
+    // The handles' release calls may run on a finalizer thread: make the context current there first.
+    CuResult ICudaDriver.ReleaseModule(nint module) => TryMakeCurrent() is var r && r != CuResult.Success ? r : CudaApi.cuModuleUnload(module);
+    CuResult ICudaDriver.ReleaseStream(nint stream) => TryMakeCurrent() is var r && r != CuResult.Success ? r : CudaApi.cuStreamDestroy(stream);
+    CuResult ICudaDriver.ReleaseEvent(nint e) => TryMakeCurrent() is var r && r != CuResult.Success ? r : CudaApi.cuEventDestroy(e);
 
     public void Dispose()
     {

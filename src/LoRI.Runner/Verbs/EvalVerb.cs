@@ -1,7 +1,6 @@
 using System.Text.Json;
 using LoRI.Evaluation;
 using LoRI.IO;
-using LoRI.Model;
 using LoRI.Training.Data;
 
 namespace LoRI.Runner.Verbs;
@@ -10,7 +9,7 @@ namespace LoRI.Runner.Verbs;
 public static class EvalVerb
 {
     public static readonly Verb Verb = new("eval", "evaluate a model (and adapters) on a JSONL set: choice, gsm8k, exact or perplexity",
-        "eval --model DIR [--adapter DIR[:WEIGHT] ...] [--merge] --data FILE --metric choice|gsm8k|exact|perplexity [--task NAME] " +
+        "eval --model DIR " + Session.AdapterUsage + " --data FILE --metric choice|gsm8k|exact|perplexity [--task NAME] " +
         "[--template auto|alpaca|alpaca-nlu-test-reference|gsm8k|chat|raw] [--max-new-tokens 512] [--batch-size 8] [--limit N] " +
         "[--bos] [--max-length 512] [--report FILE] [--json] " + Session.DeviceUsage, Run);
 
@@ -45,6 +44,7 @@ public static class EvalVerb
         var records = JsonlReader.ReadFile(dataPath);
         if (limit > 0 && records.Count > limit) records = records.GetRange(0, limit);
 
+        // Session.Open attached the --adapter folders (unmerged, or merged into the weights with --merge, as the reference evaluates).
         EvalReport report;
         if (metric == EvalMetric.Perplexity)
         {

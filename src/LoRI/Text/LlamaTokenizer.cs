@@ -45,6 +45,7 @@ public sealed class LlamaTokenizer
     private readonly Dictionary<string, int> _ids;
     private readonly Dictionary<char, AddedToken[]> _addedByFirstChar;
     private readonly int[] _eos;
+    private IReadOnlyList<string>? _merges;
 
     internal sealed record AddedToken(int Id, string Content, bool Special);
 
@@ -199,7 +200,7 @@ public sealed class LlamaTokenizer
             ByteLevel = true,
             PreTokenizer = CreatePreTokenizer(pattern),
         });
-        return new LlamaTokenizer(path, core, vocab, added, cfg.BosToken, cfg.EosTokens);
+        return new LlamaTokenizer(path, core, vocab, added, cfg.BosToken, cfg.EosTokens) { _merges = merges };
     }
 
     /// <summary>Llama-3's pattern runs through the code-point scanner; others through a Regex.</summary>
@@ -422,6 +423,35 @@ public sealed class LlamaTokenizer
     public int MaxTokenBytes { get; }
 
     public TokenStreamDecoder CreateStreamDecoder(bool skipSpecial = false) => new(this, skipSpecial);
+
+    /// <summary>
+    /// The BPE merges in priority order, each "left right" in byte-level spelling (as tokenizer.json lists them).
+    /// A tiktoken vocabulary has no merge list; it is derived from the ranks: tiktoken joins any two adjacent parts
+    /// whose concatenation is a token, lowest rank first, so every split of a token of rank r into two tokens is a
+    /// merge of priority r (ties ordered by the ranks of the left, then the right part). This gives as many
+    /// merges as HF's conversion of Llama-3 ships (280,147), in the same order.
+    /// </summary>
+    public IReadOnlyList<string> Merges => _merges ??= DeriveMerges();
+
+    private List<string> DeriveMerges()
+    {
+        var added = AddedTokens.Select(a => a.Id).ToHashSet();
+        var rank = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int id = 0; id < _tokens.Length; id++)
+            if (_tokens[id] is { } t && !added.Contains(id)) rank[t] = id;
+        var merges = new List<string>();
+        var splits = new List<(int L, int R, int K)>();
+        foreach (var (tok, _) in rank.OrderBy(kv => kv.Value))
+        {
+            if (tok.Length < 2) continue;
+            splits.Clear();
+            for (int k = 1; k < tok.Length; k++)
+                if (rank.TryGetValue(tok[..k], out int l) && rank.TryGetValue(tok[k..], out int r)) splits.Add((l, r, k));
+            splits.Sort();
+            foreach (var (_, _, k) in splits) merges.Add(tok[..k] + " " + tok[k..]);
+        }
+        return merges;
+    }
 
     private static int ReadId(string path, string what, JsonElement v)
     {

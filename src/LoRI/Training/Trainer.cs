@@ -61,6 +61,7 @@ public sealed class Trainer : IDisposable
 {
     public const string CheckpointFileName = "checkpoint.safetensors";
     public const string MetricsFileName = "metrics.jsonl";
+    public const string LossCurveFileName = "loss-curve.png";
 
     private readonly LlamaModel _model;
     private readonly IReadOnlyList<TrainingExample> _examples;
@@ -148,6 +149,22 @@ public sealed class Trainer : IDisposable
         }
         metrics.Flush();
         SaveCheckpoint();
+        metrics.Close();
+        SaveLossCurve(metricsPath, Path.Combine(_outDir, LossCurveFileName));
+    }
+
+    /// <summary>Plots loss against step from a metrics.jsonl (every step of the run, resumed parts included) as a PNG.</summary>
+    public static void SaveLossCurve(string metricsPath, string pngPath)
+    {
+        var points = new List<(double X, double Y)>();
+        foreach (var line in File.ReadLines(metricsPath))
+        {
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            using var d = JsonDocument.Parse(line);
+            points.Add((d.RootElement.GetProperty("step").GetInt64(), d.RootElement.GetProperty("loss").GetDouble()));
+        }
+        if (points.Count == 0) return;
+        Plotting.Charts.Lines([new Plotting.Series("loss", points)], "TRAINING LOSS", "step", "loss").SavePng(pngPath);
     }
 
     private static void WriteMetrics(StreamWriter w, StepInfo s)

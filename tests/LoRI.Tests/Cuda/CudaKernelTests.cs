@@ -64,3 +64,19 @@ public class DeviceKernelTests : CudaKernelTestsBase
         return new CudaBackend(d!);
     }
 }
+
+/// <summary>The checks once more with tensors sub-allocated from arena chunks, as on a GPU.</summary>
+public class CudaKernelArenaTests
+{
+    [Test]
+    public void AllKernels_PassWithChunkedArena()
+    {
+        using var device = new CudaBackend(new LoRI.Cuda.Emulator.EmulatorDriver(), arenaChunkBytes: 1 << 20);
+        using var cpu = new CpuBackend();
+        var results = KernelChecks.RunAll(device, cpu, ragged: true, timingRepeats: 0);
+        Assert.That(results, Has.Count.EqualTo(KernelChecks.All.Count));
+        Assert.That(results.Where(r => !r.Passed).Select(r => $"{r.Name}: {r.Detail}"), Is.Empty);
+        Assert.That(device.Arena.BytesInUse, Is.EqualTo(0), "every check returned its tensors");
+        Assert.That(device.Arena.BytesReserved, Is.GreaterThanOrEqualTo(1 << 20));
+    }
+}

@@ -55,11 +55,8 @@ public class TrainEvalCliTests
         var ld = Losses(d);
         Assert.That(ld.TakeLast(4).Average(), Is.LessThan(ld.Take(4).Average()), "the LoRI-D loss falls");
 
-        using (var model = LlamaModel.Load(ModelDir, new CpuBackend()))
-        {
-            var adapterD = PeftAdapter.Load(d, model.Config);
-            LoraMask.Compute(adapterD, 0.9).Save(maskFile);
-        }
+        var mk = Cli.Run("mask", "--adapter", d, "--sparsity", "0.9", "--out", maskFile);
+        Assert.That(mk.ExitCode, Is.Zero, mk.Err);
         r = Cli.Run(["train", .. common, "--method", "lori-s", "--mask", maskFile, "--out", s, "--epochs", "4"]);
         Assert.That(r.ExitCode, Is.Zero, r.Err);
         using (var model = LlamaModel.Load(ModelDir, new CpuBackend()))
@@ -87,6 +84,13 @@ public class TrainEvalCliTests
         var exact = Cli.Run("eval", "--model", ModelDir, "--adapter", s, "--data", Data, "--metric", "exact", "--max-new-tokens", "4", "--limit", "3", "--json");
         Assert.That(exact.ExitCode, Is.Zero, exact.Err);
         Assert.That(JsonDocument.Parse(exact.Out).RootElement.GetProperty("examples").GetInt32(), Is.EqualTo(3));
+
+        // The Done-when chain ends in a merge of the trained adapters.
+        var merged = _dir.File("merged");
+        var mg = Cli.Run("merge", "--adapters", $"{d},{s}", "--weights", "0.5,0.5", "--method", "cat", "--out", merged);
+        Assert.That(mg.ExitCode, Is.Zero, mg.Err);
+        var mEval = Cli.Run("eval", "--model", ModelDir, "--adapter", merged, "--data", Data, "--metric", "perplexity", "--json");
+        Assert.That(mEval.ExitCode, Is.Zero, mEval.Err);
     }
 
     [Test]

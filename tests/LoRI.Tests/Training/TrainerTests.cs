@@ -96,6 +96,8 @@ public class TrainerTests
             foreach (var k in new[] { "step", "loss", "lr", "tokens_per_s" }) Assert.That(o.TryGetProperty(k, out _), k);
             Assert.That(o.GetProperty("lr").GetDouble(), Is.EqualTo(1e-2));
         }
+        var png = File.ReadAllBytes(dir.File(Trainer.LossCurveFileName));
+        Assert.That(png.Take(8), Is.EqualTo(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G', 13, 10, 26, 10 }), "a PNG loss curve");
         var loaded = PeftAdapter.Load(dir.Path, model.Config);
         Assert.That(loaded.ModuleCount, Is.EqualTo(2 * 7));
         foreach (var m in loaded.Modules)

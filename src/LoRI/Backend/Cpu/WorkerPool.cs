@@ -104,6 +104,6 @@ public sealed class WorkerPool : IDisposable
     public void Dispose()
     {
         _stop = true;
-        _start.Release(_threads.Length);
+        if (_threads.Length > 0) _start.Release(_threads.Length);   // a one-thread pool has no workers to wake
     }
 }

@@ -1,4 +1,5 @@
 using System.Text;
+using LoRI.Text;
 
 namespace LoRI.Training.Data;
 
@@ -59,21 +60,23 @@ public static class PromptTemplates
     public static string Gsm8kTarget(string answer) => answer.Replace("####", Gsm8kFinalAnswer);
 
     /// <summary>
-    /// Llama-3 instruct format up to the assistant header of the last message, which must be the assistant's:
-    /// "&lt;|begin_of_text|&gt;" then per message "&lt;|start_header_id|&gt;role&lt;|end_header_id|&gt;\n\n" + trimmed content +
-    /// "&lt;|eot_id|&gt;". The target is the last assistant message, trimmed, followed by "&lt;|eot_id|&gt;"; earlier
-    /// assistant turns are context (no loss).
+    /// Llama-3 instruct format (LoRI.Text.ChatTemplate.Llama3, the one implementation of it): the prompt is every
+    /// message but the last, followed by the assistant header; the target is the last message, which must be
+    /// the assistant's, as the template renders it (content trimmed, then &lt;|eot_id|&gt;). Earlier assistant
+    /// turns are context without loss.
     /// </summary>
     public static PromptTarget Llama3Chat(IReadOnlyList<ChatMessage> messages)
     {
         if (messages.Count == 0 || messages[^1].Role != "assistant")
             throw new ArgumentException("a chat example must end with an assistant message (its content is the target)");
-        var sb = new StringBuilder("<|begin_of_text|>");
-        for (int i = 0; i < messages.Count - 1; i++)
-            sb.Append("<|start_header_id|>").Append(messages[i].Role).Append("<|end_header_id|>\n\n")
-              .Append(messages[i].Content.Trim()).Append("<|eot_id|>");
-        sb.Append("<|start_header_id|>assistant<|end_header_id|>\n\n");
-        return new PromptTarget(sb.ToString(), messages[^1].Content.Trim() + "<|eot_id|>");
+        var all = messages.Select(m => (m.Role, m.Content)).ToList();
+        string prompt = messages.Count == 1
+            ? ChatTemplate.BeginOfText + ChatTemplate.AssistantHeader
+            : ChatTemplate.Llama3(all.Take(all.Count - 1), addGenerationPrompt: true);
+        string full = ChatTemplate.Llama3(all, addGenerationPrompt: false);
+        if (!full.StartsWith(prompt, StringComparison.Ordinal))
+            throw new InvalidOperationException("the chat template's prompt is not a prefix of the whole conversation");
+        return new PromptTarget(prompt, full[prompt.Length..]);
     }
 
     public static PromptTarget Render(DataRecord record, TemplateKind kind = TemplateKind.Auto)

@@ -1,0 +1,142 @@
+// lori_adapter: the LoRA / LoRI adapter op `lora_apply` (y += scale * B (A x)) and its training kernels.
+//
+// lora_shrink:   t[n, j] = scale * sum_k x[n, k] A[j, k].  x f32 [N, In], A f32 [R, In], t f32 [N, R].
+//                One warp per (token, rank row), 16-byte loads when In % 4 == 0 (`vec`). Grid (ceil(R/8), N), 256 threads.
+// lora_expand_dense:   y[n, o] += sum_j t[n, j] B[o, j].  B f32 [Out, R] (LoraBForm.Dense).
+// lora_expand_compact: the same with B in the compact form (row_start i32 [Out + 1], cols u8 [nnz],
+//                values f32 [nnz]): only the live entries of B are read (the decode form of a LoRI-S B).
+//                Both: one warp per output row for up to 8 tokens at once, t staged in shared memory.
+//                Grid (ceil(Out/8), ceil(N/8)), 256 threads, dynamic shared memory 8 * R floats.
+// lora_grad_b:   dB[o, j] += scale * sum_n dy[n, o] u[n, j], only where mask[o * R + j] != 0 (mask optional,
+//                u8): the LoRI-S B gradient with its mask applied. Grid-stride over Out * R entries.
+// adamw_sparse_step: AdamW (as adamw.cu) over the live entries of a parameter only: entry e updates
+//                param[index[e]] from grad[index[e]] with its own state m[e], v[e]; the others are not
+//                touched (optimizer state for a LoRI-S B at its density). Grid-stride over `live` entries.
+#include "../include/lori_cuda.cuh"
+
+#define LA_TOKENS 8
+
+struct __align__(16) la_f32x4 { float x, y, z, w; };
+
+extern "C" __global__ void lora_shrink(const float* x, const float* a, float* t, int n, int in, int rank, float scale, int vec)
+{
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int j = blockIdx.x * 8 + warp, i = blockIdx.y;
+    float s = 0.f;
+    if (j < rank)
+    {
+        const float* xr = x + (long long)i * in;
+        const float* ar = a + (long long)j * in;
+        if (vec)
+        {
+            for (int c = lane; c < in / 4; c += 32)
+            {
+                const la_f32x4 p = reinterpret_cast<const la_f32x4*>(xr)[c];
+                const la_f32x4 q = reinterpret_cast<const la_f32x4*>(ar)[c];
+                s += p.x * q.x + p.y * q.y + p.z * q.z + p.w * q.w;
+            }
+        }
+        else
+        {
+            for (int k = lane; k < in; k += 32) s += xr[k] * ar[k];
+        }
+    }
+    s = warp_sum(s);
+    if (lane == 0 && j < rank) t[(long long)i * rank + j] = scale * s;
+}
+LORI_KERNEL(lora_shrink)
+
+// t rows n0 .. n0 + 7 into shared memory (zero past n)
+__device__ __forceinline__ int la_stage_t(const float* t, float* ts, int n, int rank)
+{
+    const int n0 = blockIdx.y * LA_TOKENS;
+    const int cnt = min(LA_TOKENS, n - n0);
+    for (int e = threadIdx.x; e < LA_TOKENS * rank; e += blockDim.x)
+        ts[e] = e / rank < cnt ? t[(long long)n0 * rank + e] : 0.f;
+    __syncthreads();
+    return cnt;
+}
+
+extern "C" __global__ void lora_expand_dense(const float* t, const float* b, float* y, int n, int out, int rank)
+{
+    LORI_DYNAMIC_SHARED(float, ts);
+    const int cnt = la_stage_t(t, ts, n, rank);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int o = blockIdx.x * 8 + warp, n0 = blockIdx.y * LA_TOKENS;
+    float acc[LA_TOKENS];
+    for (int q = 0; q < LA_TOKENS; q++) acc[q] = 0.f;
+    if (o < out)
+        for (int j = lane; j < rank; j += 32)
+        {
+            const float bv = b[(long long)o * rank + j];
+            for (int q = 0; q < LA_TOKENS; q++) acc[q] += bv * ts[q * rank + j];
+        }
+    for (int q = 0; q < LA_TOKENS; q++) acc[q] = warp_sum(acc[q]);
+    if (o < out && lane < cnt)
+    {
+        float v = 0.f;
+        for (int q = 0; q < LA_TOKENS; q++) v = q == lane ? acc[q] : v;
+        y[(long long)(n0 + lane) * out + o] += v;
+    }
+}
+LORI_KERNEL(lora_expand_dense)
+
+extern "C" __global__ void lora_expand_compact(const float* t, const int* row_start, const unsigned char* cols, const float* values,
+                                               float* y, int n, int out, int rank)
+{
+    LORI_DYNAMIC_SHARED(float, ts);
+    const int cnt = la_stage_t(t, ts, n, rank);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int o = blockIdx.x * 8 + warp, n0 = blockIdx.y * LA_TOKENS;
+    float acc[LA_TOKENS];
+    for (int q = 0; q < LA_TOKENS; q++) acc[q] = 0.f;
+    if (o < out)
+        for (int e = row_start[o] + lane; e < row_start[o + 1]; e += 32)
+        {
+            const float bv = values[e];
+            const int j = cols[e];
+            for (int q = 0; q < LA_TOKENS; q++) acc[q] += bv * ts[q * rank + j];
+        }
+    for (int q = 0; q < LA_TOKENS; q++) acc[q] = warp_sum(acc[q]);
+    if (o < out && lane < cnt)
+    {
+        float v = 0.f;
+        for (int q = 0; q < LA_TOKENS; q++) v = q == lane ? acc[q] : v;
+        y[(long long)(n0 + lane) * out + o] += v;
+    }
+}
+LORI_KERNEL(lora_expand_compact)
+
+extern "C" __global__ void lora_grad_b(const float* dy, const float* u, const unsigned char* mask, float* db, int n, int out, int rank, float scale)
+{
+    const long long total = (long long)out * rank;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x)
+    {
+        if (mask && !mask[e]) continue;
+        const int o = (int)(e / rank), j = (int)(e % rank);
+        float s = 0.f;
+        for (int i = 0; i < n; i++) s += dy[(long long)i * out + o] * u[(long long)i * rank + j];
+        db[e] += scale * s;
+    }
+}
+LORI_KERNEL(lora_grad_b)
+
+extern "C" __global__ void adamw_sparse_step(float* param, const float* grad, const int* index, float* m, float* v, const float* coef,
+                                             long long live, float lr, float beta1, float beta2, float eps, float weight_decay, float bc1, float bc2)
+{
+    const float scale = coef ? *coef : 1.0f;
+    const float step = lr / bc1, rbc2 = 1.0f / sqrtf(bc2);
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < live; e += (long long)gridDim.x * blockDim.x)
+    {
+        const long long i = index[e];
+        const float g = grad[i] * scale;
+        float p = param[i];
+        p -= lr * weight_decay * p;
+        const float mi = beta1 * m[e] + (1.0f - beta1) * g;
+        const float vi = beta2 * v[e] + (1.0f - beta2) * g * g;
+        m[e] = mi;
+        v[e] = vi;
+        param[i] = p - step * mi / (sqrtf(vi) * rbc2 + eps);
+    }
+}
+LORI_KERNEL(adamw_sparse_step)

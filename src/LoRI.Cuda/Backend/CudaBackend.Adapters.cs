@@ -1,0 +1,111 @@
+using LoRI.Backend;
+using LoRI.Cuda.Driver;
+using LoRI.Tensors;
+
+namespace LoRI.Cuda.Backend;
+
+/// <summary>
+/// The adapter op `lora_apply` on CUDA (native/kernels/lori_adapter.cu) and the LoRI training kernels: the
+/// masked gradient of B and AdamW over the live entries of a sparse B.
+/// y += scale * B (A x): the shrink t = scale * x A^T [N, Rank] goes to backend scratch, then the expand adds
+/// t B^T. For at most <see cref="LoraWarpMaxTokens"/> tokens (decode) both are warp-per-row kernels reading
+/// A, B (dense or compact: only B's live entries) once for all tokens; above that the shrink and a dense
+/// expand are GEMMs (MatMul) and a compact expand stays the sparse kernel.
+/// </summary>
+public sealed unsafe partial class CudaBackend : IAdapterOps
+{
+    /// <summary>The most tokens the warp-per-row adapter kernels take in one call.</summary>
+    public const int LoraWarpMaxTokens = 8;
+
+    public void LoraApply(Tensor x, LoraFactors f, float scale, Tensor y)
+    {
+        Expect("lora_apply", "x", x, DType.F32);
+        Expect("lora_apply", "y", y, DType.F32);
+        Expect("lora_apply", "A", f.A, DType.F32);
+        if (x.Cols != f.In || y.Cols != f.Out)
+            throw new ShapeMismatchException($"lora_apply: x {x} and y {y} do not fit factors A [{f.Rank}, {f.In}], B [{f.Out}, {f.Rank}]");
+        int n = RowsOf(x, f.In), r = f.Rank;
+        ExpectLength("lora_apply", "y", y, (long)n * f.Out);
+        if (n == 0) return;
+        var t = Scratch("lora_t", DType.F32, (long)n * r).Reshape(n, r);
+        bool warpKernels = n <= LoraWarpMaxTokens;
+        if (warpKernels)
+        {
+            var a = new KernelArgs();
+            a.Add(x); a.Add(f.A); a.Add(t); a.Add(n); a.Add(f.In); a.Add(r); a.Add(scale);
+            a.Add(f.In % 4 == 0 && x.Pointer % 16 == 0 && f.A.Pointer % 16 == 0 ? 1 : 0);
+            Launch("lori_adapter", "lora_shrink", new Dim3((uint)((r + 7) / 8), (uint)n), 256, 0, ref a);
+        }
+        else MatMul(x.Reshape(n, f.In), f.A, t, scale);
+
+        var grid = new Dim3((uint)((f.Out + 7) / 8), (uint)((n + LoraWarpMaxTokens - 1) / LoraWarpMaxTokens));
+        int smem = LoraWarpMaxTokens * r * sizeof(float);
+        if (f.Form == LoraBForm.Dense)
+        {
+            Expect("lora_apply", "B", f.B!, DType.F32);
+            if (!warpKernels)
+            {
+                MatMul(t, f.B!, y.Reshape(n, f.Out), 1f, accumulate: true);
+                return;
+            }
+            var e = new KernelArgs();
+            e.Add(t); e.Add(f.B!); e.Add(y); e.Add(n); e.Add(f.Out); e.Add(r);
+            Launch("lori_adapter", "lora_expand_dense", grid, 256, smem, ref e);
+        }
+        else
+        {
+            Expect("lora_apply", "RowStart", f.RowStart!, DType.I32);
+            Expect("lora_apply", "Values", f.Values!, DType.F32);
+            var e = new KernelArgs();
+            e.Add(t); e.Add(f.RowStart!); e.Add(f.Cols!); e.Add(f.Values!); e.Add(y); e.Add(n); e.Add(f.Out); e.Add(r);
+            Launch("lori_adapter", "lora_expand_compact", grid, 256, smem, ref e);
+        }
+    }
+
+    /// <summary>
+    /// The gradient of B with LoRI-S's mask applied: dB [Out, Rank] += scale * dy^T u where mask (U8/Bool
+    /// [Out * Rank], optional) is non-zero; masked entries are left as they are. dy F32 [N, Out]; u = x A^T F32 [N, Rank]
+    /// (CpuOps.LoraBackward's dB term).
+    /// </summary>
+    public void LoraGradB(Tensor dy, Tensor u, Tensor? mask, float scale, Tensor dB)
+    {
+        Expect("lora_grad_b", "dy", dy, DType.F32);
+        Expect("lora_grad_b", "u", u, DType.F32);
+        Expect("lora_grad_b", "dB", dB, DType.F32);
+        if (dB.Rank != 2) throw new ShapeMismatchException($"lora_grad_b: dB is {dB}, expected [out, rank]");
+        int outDim = dB.Rows, r = dB.Cols;
+        int n = RowsOf(dy, outDim);
+        if (dy.Cols != outDim) throw new ShapeMismatchException($"lora_grad_b: dy is {dy}, expected rows of {outDim}");
+        ExpectLength("lora_grad_b", "u", u, (long)n * r);
+        CheckMask("lora_grad_b", mask, dB.Length);
+        if (dB.Length == 0) return;
+        var a = new KernelArgs();
+        a.Add(dy); a.Add(u); a.Add(mask is null ? 0UL : (ulong)mask.Pointer); a.Add(dB); a.Add(n); a.Add(outDim); a.Add(r); a.Add(scale);
+        Launch("lori_adapter", "lora_grad_b", StrideGrid(dB.Length), _blockSize, 0, ref a);
+    }
+
+    /// <summary>
+    /// One AdamW step (as <see cref="AdamW"/>) over the live entries of a sparse parameter only: index I32 [L]
+    /// lists them (positions in param / grad), m and v F32 [L] are their state. Other entries are not touched.
+    /// </summary>
+    public void AdamWSparse(Tensor param, Tensor grad, Tensor index, Tensor m, Tensor v, Tensor? coef, int step,
+                            float lr, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f)
+    {
+        Expect("adamw_sparse", "param", param, DType.F32);
+        Expect("adamw_sparse", "grad", grad, DType.F32);
+        Expect("adamw_sparse", "index", index, DType.I32);
+        Expect("adamw_sparse", "m", m, DType.F32);
+        Expect("adamw_sparse", "v", v, DType.F32);
+        ExpectLength("adamw_sparse", "grad", grad, param.Length);
+        ExpectLength("adamw_sparse", "m", m, index.Length);
+        ExpectLength("adamw_sparse", "v", v, index.Length);
+        if (coef is not null) { Expect("adamw_sparse", "coef", coef, DType.F32); ExpectLength("adamw_sparse", "coef", coef, 1); }
+        if (step < 1) throw new ArgumentOutOfRangeException(nameof(step), step, "AdamW steps count from 1");
+        if (index.Length == 0) return;
+        float bc1 = 1f - MathF.Pow(beta1, step), bc2 = 1f - MathF.Pow(beta2, step);
+        var a = new KernelArgs();
+        a.Add(param); a.Add(grad); a.Add(index); a.Add(m); a.Add(v); a.Add(coef is null ? 0UL : (ulong)coef.Pointer);
+        a.Add(index.Length); a.Add(lr); a.Add(beta1); a.Add(beta2); a.Add(eps); a.Add(weightDecay); a.Add(bc1); a.Add(bc2);
+        Launch("lori_adapter", "adamw_sparse_step", StrideGrid(index.Length), _blockSize, 0, ref a);
+    }
+}

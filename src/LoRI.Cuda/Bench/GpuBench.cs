@@ -1,0 +1,277 @@
+using System.Diagnostics;
+using System.Text.Json;
+using LoRI.Adapters;
+using LoRI.Backend;
+using LoRI.Cuda.Backend;
+using LoRI.Model;
+using LoRI.Tensors;
+
+namespace LoRI.Cuda.Bench;
+
+/// <summary>Sizes of one benchmark run: the model shapes and how much work each figure times.</summary>
+public sealed record GpuBenchOptions(LlamaConfig Config, int GemmTokens, int AttentionSeqLen, int Context, int DecodeTokens,
+                                     int PrefillTokens, int AdapterRank, double AdapterSparsity, int Repeats)
+{
+    /// <summary>Llama-3-8B shapes (32 layers, 4096 wide, GQA 32/8, vocab 128256), as gpu.md's arithmetic assumes.</summary>
+    public static GpuBenchOptions Llama3_8B { get; } = new(new LlamaConfig
+    {
+        HiddenSize = 4096, IntermediateSize = 14336, NumLayers = 32, NumHeads = 32, NumKvHeads = 8, HeadDim = 128,
+        VocabSize = 128256, MaxPositionEmbeddings = 8192, RopeTheta = 500000f, RmsNormEps = 1e-5f,
+        RopeScaling = new RopeScaling(8f, 1f, 4f, 8192), TieWordEmbeddings = false, BosTokenId = 128000, EosTokenIds = [128001],
+    }, GemmTokens: 4096, AttentionSeqLen: 4096, Context: 512, DecodeTokens: 64, PrefillTokens: 2048, AdapterRank: 64, AdapterSparsity: 0.9, Repeats: 10);
+
+    /// <summary>A few-kilobyte model for running the benchmark code itself on the emulator.</summary>
+    public static GpuBenchOptions Tiny { get; } = new(new LlamaConfig
+    {
+        HiddenSize = 64, IntermediateSize = 96, NumLayers = 2, NumHeads = 4, NumKvHeads = 2, HeadDim = 16,
+        VocabSize = 300, MaxPositionEmbeddings = 256, RopeTheta = 10000f, RmsNormEps = 1e-5f, TieWordEmbeddings = false,
+        BosTokenId = 0, EosTokenIds = [1],
+    }, GemmTokens: 48, AttentionSeqLen: 40, Context: 20, DecodeTokens: 5, PrefillTokens: 24, AdapterRank: 8, AdapterSparsity: 0.9, Repeats: 1);
+}
+
+/// <summary>
+/// The GPU benchmarks of the CUDA backend, written as one JSON object: GEMM TFLOP/s of the tensor-core kernel
+/// (and the tiled baseline, and cuBLAS when libcublas is present), flash attention TFLOP/s, decode tokens/s of a
+/// randomly initialised model built on the device (bf16 weights, CUDA-graph decode) with its fraction of the
+/// memory-bandwidth bound, prefill tokens/s, and the overhead of an unmerged LoRI-S adapter over the plain
+/// weights (merged weights have the base model's shapes, hence its speed). Wall-clock times around
+/// synchronised repeats, after a warm-up. Each GEMM is also checked against the tiled kernel.
+/// </summary>
+public static class GpuBench
+{
+    public static void Run(CudaBackend be, GpuBenchOptions o, Utf8JsonWriter w)
+    {
+        var c = o.Config;
+        w.WriteStartObject();
+        w.WriteString("date", DateTime.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'"));
+        w.WriteString("device", be.Driver.DeviceName);
+        w.WriteString("backend", be.Name);
+        Num(w, "compute_capability", be.Driver.ComputeCapability);
+        w.WriteString("model_shapes", $"{c.NumLayers} layers, hidden {c.HiddenSize}, mlp {c.IntermediateSize}, heads {c.NumHeads}/{c.NumKvHeads} x {c.HeadDim}, vocab {c.VocabSize}");
+        double bandwidth = CopyBandwidth(be, o);
+        Num(w, "copy_bandwidth_gb_s", bandwidth / 1e9);
+        double nominal = NominalBandwidth(be.Driver.DeviceName);
+        if (nominal > 0) Num(w, "nominal_bandwidth_gb_s", nominal / 1e9);
+        Gemm(be, o, w);
+        Attention(be, o, w);
+        Model(be, o, w, nominal > 0 ? nominal : bandwidth);
+        w.WriteStartObject("training");
+        w.WriteString("status", "not measured: the training graph (LoRI.Training.TrainingGraph) runs on host memory only; its CUDA kernels " +
+                                "(attention backward, matmul backward, masked dB, sparse AdamW, chunked cross-entropy) are checked by selftest");
+        w.WriteEndObject();
+        w.WriteEndObject();
+    }
+
+    /// <summary>A number, or null when it is not finite (a failed or empty measurement).</summary>
+    private static void Num(Utf8JsonWriter w, string name, double v)
+    {
+        if (double.IsFinite(v)) w.WriteNumber(name, v);
+        else w.WriteNull(name);
+    }
+
+    private static double NominalBandwidth(string device) =>
+        device.Contains("H200", StringComparison.Ordinal) ? 4.8e12 : device.Contains("H100", StringComparison.Ordinal) ? 3.35e12 : 0;
+
+    /// <summary>Seconds per call of <paramref name="op"/>: one warm-up call, then `repeats` calls between two synchronisations.</summary>
+    private static double Seconds(CudaBackend be, int repeats, Action op)
+    {
+        op();
+        be.Synchronize();
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < repeats; i++) op();
+        be.Synchronize();
+        return sw.Elapsed.TotalSeconds / Math.Max(1, repeats);
+    }
+
+    private static double CopyBandwidth(CudaBackend be, GpuBenchOptions o)
+    {
+        long bytes = be.Driver.IsEmulator ? 1L << 20 : 1L << 30;
+        using var a = be.Allocate(DType.U8, checked((int)bytes));
+        using var b = be.Allocate(DType.U8, checked((int)bytes));
+        double s = Seconds(be, o.Repeats, () => be.Driver.CopyDtoD((ulong)b.Pointer, (ulong)a.Pointer, bytes, be.StreamHandle));
+        return 2.0 * bytes / s;  // read + write
+    }
+
+    private static void Gemm(CudaBackend be, GpuBenchOptions o, Utf8JsonWriter w)
+    {
+        var c = o.Config;
+        int n = o.GemmTokens;
+        (string Name, int M, int K)[] shapes =
+        [
+            ("q_proj/o_proj", c.NumHeads * c.HeadDim, c.HiddenSize),
+            ("gate_proj/up_proj", c.IntermediateSize, c.HiddenSize),
+            ("down_proj", c.HiddenSize, c.IntermediateSize),
+        ];
+        using var cublas = be.Driver.IsEmulator ? null : Cublas.TryLoad(be.StreamHandle, out _);
+        string cublasReason = be.Driver.IsEmulator ? "the emulator has no cuBLAS" : cublas is null ? "libcublas not found" : "";
+        w.WriteStartArray("gemm");
+        foreach (var (name, m, k) in shapes)
+        {
+            using var x = be.Allocate(DType.BF16, n, k);
+            using var xf = be.Allocate(DType.F32, n, k);
+            using var wt = be.Allocate(DType.BF16, m, k);
+            using var y = be.Allocate(DType.F32, n, m);
+            using var yRef = be.Allocate(DType.F32, n, m);
+            be.RandomFill(x, 1, 1f);
+            be.RandomFill(wt, 2, 0.05f);
+            be.Cast(x, xf);
+            double flops = 2.0 * n * m * k;
+            double tc = Seconds(be, o.Repeats, () => be.MatMulBf16(x, wt, y));
+            bool was = be.Bf16Activations;
+            be.Bf16Activations = false;
+            double tiled = Seconds(be, Math.Max(1, o.Repeats / 5), () => be.MatMul(xf, wt, yRef));
+            be.Bf16Activations = was;
+            w.WriteStartObject();
+            w.WriteString("name", name);
+            w.WriteString("shape", $"{n} x {m} x {k} (tokens x out x in), bf16 in, f32 out");
+            Num(w, "tensor_core_tflops", flops / tc / 1e12);
+            Num(w, "tiled_tflops", flops / tiled / 1e12);
+            Num(w, "max_abs_diff_vs_tiled", MaxAbsDiff(be, y, yRef));
+            if (cublas is not null)
+            {
+                double cb = Seconds(be, o.Repeats, () => cublas.GemmBf16((ulong)x.Pointer, (ulong)wt.Pointer, (ulong)yRef.Pointer, n, m, k));
+                Num(w, "cublas_tflops", flops / cb / 1e12);
+                Num(w, "tensor_core_fraction_of_cublas", cb / tc);
+                Num(w, "max_abs_diff_vs_cublas", MaxAbsDiff(be, y, yRef));
+            }
+            else w.WriteString("cublas", cublasReason);
+            w.WriteEndObject();
+        }
+        w.WriteEndArray();
+    }
+
+    private static double MaxAbsDiff(CudaBackend be, Tensor a, Tensor b)
+    {
+        var x = new float[a.Length];
+        var y = new float[b.Length];
+        be.Download<float>(a, x);
+        be.Download<float>(b, y);
+        double m = 0;
+        for (int i = 0; i < x.Length; i++) m = Math.Max(m, Math.Abs((double)x[i] - y[i]));
+        return m;
+    }
+
+    private static void Attention(CudaBackend be, GpuBenchOptions o, Utf8JsonWriter w)
+    {
+        var c = o.Config;
+        int s = o.AttentionSeqLen, qd = c.NumHeads * c.HeadDim, kvd = c.NumKvHeads * c.HeadDim;
+        using var q = be.Allocate(DType.F32, s, qd);
+        using var k = be.Allocate(DType.F32, s, kvd);
+        using var v = be.Allocate(DType.F32, s, kvd);
+        using var y = be.Allocate(DType.F32, s, qd);
+        using var lse = be.Allocate(DType.F32, s, c.NumHeads);
+        using var dq = be.Allocate(DType.F32, s, qd);
+        using var dk = be.Allocate(DType.F32, s, kvd);
+        using var dv = be.Allocate(DType.F32, s, kvd);
+        be.RandomFill(q, 3, 1f);
+        be.RandomFill(k, 4, 1f);
+        be.RandomFill(v, 5, 1f);
+        double flops = 4.0 * c.NumHeads * c.HeadDim * (s * (s + 1.0) / 2);  // causal: QK^T and PV over the lower triangle
+        double fwd = Seconds(be, o.Repeats, () => be.AttentionForwardWithLse(q, k, v, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, y, lse));
+        double bwd = Seconds(be, Math.Max(1, o.Repeats / 2), () => be.AttentionBackward(q, k, v, y, lse, y, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, dq, dk, dv));
+        w.WriteStartObject("attention");
+        w.WriteString("shape", $"1 x {s} tokens, causal, {c.NumHeads}/{c.NumKvHeads} heads x {c.HeadDim}, fp32");
+        Num(w, "forward_tflops", flops / fwd / 1e12);
+        Num(w, "backward_tflops", 2.5 * flops / bwd / 1e12);
+        w.WriteEndObject();
+    }
+
+    /// <summary>Bytes one decode step must read: every weight once (the embedding: one row) and the KV cache so far.</summary>
+    private static double DecodeBytes(LlamaConfig c, int context)
+    {
+        double proj = 0;
+        foreach (var p in Projs.All)
+        {
+            var (outDim, inDim) = p.Shape(c);
+            proj += (double)outDim * inDim * 2;
+        }
+        return c.NumLayers * proj + (double)c.VocabSize * c.HiddenSize * 2 + 2.0 * c.NumLayers * context * c.KvDim * sizeof(float);
+    }
+
+    private static void Model(CudaBackend be, GpuBenchOptions o, Utf8JsonWriter w, double bandwidth)
+    {
+        var c = o.Config;
+        using var weights = RandomModel(be, c, 42);
+        using var model = new LlamaModel(c, be, weights, Math.Max(o.PrefillTokens, o.Context));
+        using var cache = new KvCache(be, c, 2, Math.Max(o.PrefillTokens, o.Context + o.DecodeTokens + 1));
+        var prompt = Enumerable.Range(0, o.Context).Select(i => (i * 7919 + 13) % c.VocabSize).ToArray();
+        var prefill = Enumerable.Range(0, o.PrefillTokens).Select(i => (i * 104729 + 7) % c.VocabSize).ToArray();
+
+        var (decodeS, prefillS, tokens) = TimeModel(be, model, cache, prompt, prefill, o);
+        double bytes = DecodeBytes(c, o.Context + o.DecodeTokens / 2);
+        w.WriteStartObject("decode");
+        w.WriteString("setup", $"batch 1, greedy, context {o.Context}, {o.DecodeTokens} tokens, bf16 weights, KV cache f32, CUDA graph per step");
+        Num(w, "tokens_per_s", 1 / decodeS);
+        Num(w, "ms_per_token", decodeS * 1e3);
+        Num(w, "bytes_per_token", bytes);
+        Num(w, "fraction_of_bandwidth_bound", bytes / decodeS / bandwidth);
+        w.WriteString("tokens", string.Join(',', tokens));
+        w.WriteEndObject();
+        w.WriteStartObject("prefill");
+        w.WriteString("setup", $"{o.PrefillTokens} tokens in one forward, bf16 activations into the tensor-core GEMM: {be.Bf16Activations}");
+        Num(w, "tokens_per_s", o.PrefillTokens / prefillS);
+        w.WriteEndObject();
+
+        var adapter = LoraAdapter.CreateRandom(c, o.AdapterRank, 2.0 * o.AdapterRank, 7, o.AdapterSparsity);
+        using (AdapterSet.Attach(model, [(adapter, 1f)], merge: false))
+        {
+            var (decodeA, prefillA, _) = TimeModel(be, model, cache, prompt, prefill, o);
+            w.WriteStartObject("adapter_overhead");
+            w.WriteString("setup", $"LoRI-S rank {o.AdapterRank}, B sparsity {o.AdapterSparsity}, all 7 projections, unmerged (lora_apply per projection) against the plain weights (= merged weights' speed)");
+            Num(w, "decode_tokens_per_s", 1 / decodeA);
+            Num(w, "decode_overhead", decodeA / decodeS - 1);
+            Num(w, "prefill_tokens_per_s", o.PrefillTokens / prefillA);
+            Num(w, "prefill_overhead", prefillA / prefillS - 1);
+            w.WriteEndObject();
+        }
+    }
+
+    private static (double DecodeSeconds, double PrefillSeconds, int[] Tokens) TimeModel(CudaBackend be, LlamaModel model, KvCache cache,
+                                                                                          int[] prompt, int[] prefill, GpuBenchOptions o)
+    {
+        using var decoder = new CudaGraphDecoder(model, cache, slot: 0);
+        int first = decoder.Prefill(prompt);
+        be.Synchronize();
+        var sw = Stopwatch.StartNew();
+        var tokens = decoder.Decode(first, o.DecodeTokens);
+        be.Synchronize();
+        double decode = sw.Elapsed.TotalSeconds / Math.Max(1, tokens.Length - 1);
+        var slots = new int[prefill.Length];
+        Array.Fill(slots, 1);
+        var positions = Enumerable.Range(0, prefill.Length).ToArray();
+        var logits = new float[model.Config.VocabSize];
+        double pre = Seconds(be, Math.Max(1, o.Repeats / 5), () => model.Forward(prefill, slots, positions, [prefill.Length - 1], cache, logits));
+        return (decode, pre, tokens);
+    }
+
+    /// <summary>A model of config <paramref name="c"/> with random bf16 weights made on the device (no host copy).</summary>
+    public static LlamaWeights RandomModel(CudaBackend be, LlamaConfig c, ulong seed)
+    {
+        Tensor Proj(int outDim, int inDim, ulong s)
+        {
+            var t = be.Allocate(DType.BF16, outDim, inDim);
+            be.RandomFill(t, s, 1f / MathF.Sqrt(inDim));
+            return t;
+        }
+        Tensor Ones(int d)
+        {
+            var t = be.Allocate(DType.F32, d);
+            be.RandomFill(t, 0, 0f, 1f);
+            return t;
+        }
+        var layers = new LlamaLayerWeights[c.NumLayers];
+        ulong s = seed;
+        for (int l = 0; l < c.NumLayers; l++)
+        {
+            layers[l] = new LlamaLayerWeights { AttnNorm = Ones(c.HiddenSize), MlpNorm = Ones(c.HiddenSize) };
+            foreach (var p in Projs.All)
+            {
+                var (outDim, inDim) = p.Shape(c);
+                layers[l][p] = Proj(outDim, inDim, ++s);
+            }
+        }
+        var embed = be.Allocate(DType.BF16, c.VocabSize, c.HiddenSize);
+        be.RandomFill(embed, ++s, 1f);
+        return new LlamaWeights { Embed = embed, Layers = layers, FinalNorm = Ones(c.HiddenSize), LmHead = Proj(c.VocabSize, c.HiddenSize, ++s) };
+    }
+}
