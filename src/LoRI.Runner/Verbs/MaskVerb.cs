@@ -32,6 +32,11 @@ public static class MaskVerb
         o.WriteLine($"mask         {outPath}");
         o.WriteLine($"scope        {scope.ToString().ToLowerInvariant()}, sparsity {sparsity.ToString(CultureInfo.InvariantCulture)}");
         o.WriteLine($"kept         {mask.Kept:N0} of {mask.Total:N0} B elements ({100 * mask.Density:F2}%)");
+        if (scope == MaskScope.Global)
+        {
+            var (_, n, k, threshold) = mask.Thresholds[0];
+            o.WriteLine($"threshold    |B| >= {threshold:G9} (k = floor((1 - sparsity) * {n:N0}) = {k:N0}; ties kept)");
+        }
         o.WriteLine();
         o.Write(mask.DensityTable());
         if (plot is not null)

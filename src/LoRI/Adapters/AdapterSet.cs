@@ -25,7 +25,8 @@ public sealed class AdapterSet : ILinearHook, IDisposable
     private readonly List<(LoraAdapter Adapter, float Weight)> _adapters;
     private readonly Slot[][][] _slots;                  // [layer][proj] -> adapters touching it (unmerged)
     private readonly List<(int Layer, Proj Proj, Tensor Original)> _originals = new();
-    private readonly Tensor? _scratch;
+    private readonly Tensor? _scratch;                   // generic path only: F32 [MaxTokensPerForward, max rank]
+    private readonly Dictionary<(int Tokens, int Rank), Tensor> _scratchViews = new();
     private bool _attached;
 
     private sealed class Slot(int adapter, LoraFactors factors, float moduleScale)
@@ -58,8 +59,9 @@ public sealed class AdapterSet : ILinearHook, IDisposable
             for (int i = 0; i < adapters.Count; i++)
                 foreach (var m in adapters[i].Item1.Modules)
                 {
+                    // The compact form indexes columns with a byte: a larger rank (e.g. after a cat merge) stays dense.
                     var f = LoraFactors.Create(model.Backend, m.A, m.B, m.Rank, m.In, m.Out,
-                        model.Backend is IAdapterOps ? form : LoraBForm.Dense);
+                        model.Backend is not IAdapterOps || m.Rank > 256 ? LoraBForm.Dense : form);
                     var s = new Slot(i, f, m.Scale) { Scale = m.Scale * adapters[i].Item2 };
                     ref var list = ref _slots[m.Layer][(int)m.Proj];
                     list = [.. list, s];
@@ -114,7 +116,16 @@ public sealed class AdapterSet : ILinearHook, IDisposable
     public void Apply(int layer, Proj proj, Tensor x, Tensor y)
     {
         foreach (var s in _slots[layer][(int)proj])
-            if (s.Scale != 0) LoraOps.Apply(_model.Backend, x, s.Factors, s.Scale, y, _scratch);
+            if (s.Scale != 0) LoraOps.Apply(_model.Backend, x, s.Factors, s.Scale, y, ScratchFor(x.Rows, s.Factors.Rank));
+    }
+
+    /// <summary>A [tokens, rank] view of the generic path's scratch, made once per shape (null on backends with the fused op).</summary>
+    private Tensor? ScratchFor(int tokens, int rank)
+    {
+        if (_scratch is null) return null;
+        if (!_scratchViews.TryGetValue((tokens, rank), out var v))
+            _scratchViews[(tokens, rank)] = v = _scratch.View(0, tokens, rank);
+        return v;
     }
 
     private void MergeIntoWeights()

@@ -59,6 +59,9 @@ public sealed class LoraMask
     }
 
     public IEnumerable<MaskEntry> Entries => _entries.Values;
+
+    /// <summary>Per pooled group (one for the global scope): its name, N, k and threshold (+inf when k = 0).</summary>
+    public List<(string Group, long N, long K, float Threshold)> Thresholds { get; } = new();
     public MaskEntry? this[int layer, Proj p] => _entries.TryGetValue((layer, p), out var e) ? e : null;
     public long Kept => _entries.Values.Sum(e => e.Kept);
     public long Total => _entries.Values.Sum(e => (long)e.Keep.Length);
@@ -77,20 +80,22 @@ public sealed class LoraMask
         foreach (var m in modules)
             foreach (var v in m.B)
                 if (float.IsNaN(v)) throw new LoRIException($"tensor '{m.Key('B')}' holds NaN: a mask cannot be computed");
-        IEnumerable<List<LoraModule>> groups = scope switch
+        IEnumerable<(string Name, List<LoraModule> Modules)> groups = scope switch
         {
-            MaskScope.Global => [modules],
-            MaskScope.Layer => modules.GroupBy(m => m.Layer).Select(g => g.ToList()),
-            MaskScope.Module => modules.GroupBy(m => m.Proj).Select(g => g.ToList()),
-            MaskScope.Matrix => modules.Select(m => new List<LoraModule> { m }),
+            MaskScope.Global => [("all", modules)],
+            MaskScope.Layer => modules.GroupBy(m => m.Layer).Select(g => ($"layer {g.Key}", g.ToList())),
+            MaskScope.Module => modules.GroupBy(m => m.Proj).Select(g => (g.Key.ModuleName(), g.ToList())),
+            MaskScope.Matrix => modules.Select(m => (m.Name(), new List<LoraModule> { m })),
             _ => throw new ArgumentOutOfRangeException(nameof(scope)),
         };
         var entries = new List<MaskEntry>();
-        foreach (var g in groups)
+        var thresholds = new List<(string, long, long, float)>();
+        foreach (var (name, g) in groups)
         {
             long n = g.Sum(m => (long)m.B.Length);
             long k = KeepCount(sparsity, n);
             uint threshold = k == 0 ? uint.MaxValue : KthLargestAbsBits(g.Select(m => m.B), k);
+            thresholds.Add((name, n, k, k == 0 ? float.PositiveInfinity : BitConverter.UInt32BitsToSingle(threshold)));
             foreach (var m in g)
             {
                 var keep = new byte[m.B.Length];
@@ -98,7 +103,9 @@ public sealed class LoraMask
                 entries.Add(new MaskEntry(m.Layer, m.Proj, m.Out, m.Rank, keep));
             }
         }
-        return new LoraMask(entries);
+        var mask = new LoraMask(entries);
+        mask.Thresholds.AddRange(thresholds);
+        return mask;
     }
 
     private static uint AbsBits(float v) => BitConverter.SingleToUInt32Bits(v) & 0x7FFF_FFFF;

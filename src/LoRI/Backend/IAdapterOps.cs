@@ -19,7 +19,8 @@ public static class LoraOps
 {
     /// <summary>
     /// y += scale * B (A x). <paramref name="scratch"/> (F32, at least N x Rank elements) is used only by the
-    /// generic path, which needs B in the dense form.
+    /// generic path, which needs B in the dense form; a scratch of exactly [N, Rank] is used as it is (no view
+    /// allocated), so a caller that keeps such views per token count runs the generic path allocation-free.
     /// </summary>
     public static void Apply(IBackend backend, Tensor x, LoraFactors f, float scale, Tensor y, Tensor? scratch)
     {
@@ -31,7 +32,7 @@ public static class LoraOps
         if (f.B is null) throw new InvalidOperationException($"backend {backend.Name} has no fused LoRA op; B must be held dense");
         if (scratch is null || scratch.Length < (long)x.Rows * f.Rank)
             throw new ArgumentException($"the generic LoRA path needs scratch of {x.Rows} x {f.Rank} floats");
-        var t = scratch.View(0, x.Rows, f.Rank);
+        var t = scratch.Rank == 2 && scratch.Rows == x.Rows && scratch.Cols == f.Rank ? scratch : scratch.View(0, x.Rows, f.Rank);
         backend.MatMul(x, f.A, t, scale);
         backend.MatMul(t, f.B, y, 1f, accumulate: true);
     }

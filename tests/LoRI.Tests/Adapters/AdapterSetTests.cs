@@ -194,4 +194,30 @@ public class AdapterAllocationTests
         for (int t = 40; t < 60; t++) { pos[0] = t; m.Forward(id, slot, pos, rows, cache, logits); }
         Assert.That(GC.GetAllocatedBytesForCurrentThread() - before, Is.Zero);
     }
+
+    [Test]
+    public void GenericPath_OnABackendWithoutTheFusedOp_MatchesAndAllocatesNothing()
+    {
+        var c = TestModels.Tiny();
+        var adapters = new List<(LoraAdapter, float)> { (LoraAdapter.CreateRandom(c, 4, 8, 1, 0.9, bStd: 0.2f), 0.5f), (LoraAdapter.CreateRandom(c, 8, 16, 2, bStd: 0.2f), 0.7f) };
+        using var fused = TestModels.Create(c);
+        using var generic = TestModels.Create(c, backend: new LoraApplyTests.MatMulOnly(new LoRI.Backend.Cpu.CpuBackend()));
+        using var s1 = AdapterSet.Attach(fused, adapters, false);
+        using var s2 = AdapterSet.Attach(generic, adapters, false);
+        int[] id = [5], slot = [0], pos = [0], rows = [0];
+        var l1 = new float[c.VocabSize];
+        var l2 = new float[c.VocabSize];
+        void Run(LlamaModel m, int from, int to, KvCache cache, float[] logits)
+        {
+            for (int t = from; t < to; t++) { pos[0] = t; id[0] = (t * 7 + 3) % c.VocabSize; m.Forward(id, slot, pos, rows, cache, logits); }
+        }
+        using var k1 = new KvCache(fused.Backend, c, 1, 64);
+        using var k2 = new KvCache(generic.Backend, c, 1, 64);
+        Run(fused, 0, 40, k1, l1);
+        Run(generic, 0, 40, k2, l2);
+        Close.Assert(l2, l1, 1e-5f, 1e-5f, "generic vs fused after 40 steps");
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Run(generic, 40, 60, k2, l2);
+        Assert.That(GC.GetAllocatedBytesForCurrentThread() - before, Is.Zero);
+    }
 }

@@ -73,6 +73,7 @@ public class AdapterVerbsTests
         Assert.That(mask.Kept, Is.EqualTo(LoraMask.KeepCount(0.9, a.TrainableParameterCount)));
         Assert.That(output, Does.Contain($"kept         {mask.Kept:N0} of {mask.Total:N0}"));
         Assert.That(output, Does.Contain("layer    q_proj"));
+        Assert.That(output, Does.Contain($"threshold    |B| >= {mask.Entries.SelectMany((e, i) => a.Modules.ElementAt(i).B.Where((v, j) => e.Keep[j] == 1)).Min(MathF.Abs):G9}"));
         Assert.That(File.ReadAllBytes(dir.File("m/density.png")).AsSpan(1, 3).ToArray(), Is.EqualTo("PNG"u8.ToArray()));
         var (scoped, _, _) = Run("mask", "--adapter", dir.File("ad"), "--sparsity", "0.5", "--scope", "matrix", "--out", dir.File("m2.safetensors"));
         Assert.That(scoped, Is.EqualTo(0));

@@ -72,7 +72,7 @@ public class LoraApplyTests
     }
 
     /// <summary>A backend without IAdapterOps (only IBackend's ops, forwarded to the CPU backend).</summary>
-    private sealed class MatMulOnly(CpuBackend inner) : IBackend
+    internal sealed class MatMulOnly(CpuBackend inner) : IBackend
     {
         public string Name => "matmul-only";
         public bool IsHostMemory => true;

@@ -37,6 +37,7 @@ public class MaskAndMergeTests
         Expect(mask, 1, Proj.Q, [1, 0, 0, 0, 0, 1], "global");
         Expect(mask, 1, Proj.K, [1, 1, 1, 0, 1, 1], "global");
         Assert.That(LoraMask.KthLargestAbs(HandMade().Modules.Select(m => m.B), 11), Is.EqualTo(2f));
+        Assert.That(mask.Thresholds, Is.EqualTo(new[] { ("all", 24L, 11L, 2f) }));
     }
 
     [Test]
@@ -49,6 +50,7 @@ public class MaskAndMergeTests
         Expect(layer, 0, Proj.K, [0, 0, 0, 0, 0, 0], "layer");
         Expect(layer, 1, Proj.Q, [1, 0, 0, 0, 0, 1], "layer");
         Expect(layer, 1, Proj.K, [1, 1, 1, 0, 0, 1], "layer");
+        Assert.That(layer.Thresholds, Is.EqualTo(new[] { ("layer 0", 12L, 6L, 1f), ("layer 1", 12L, 6L, 3f) }));
         // q_proj pools 1..6, 10, 20 and four 0s: threshold 3. k_proj pools six 0.5s and 7 8 9 1 2 3: threshold 1.
         var module = LoraMask.Compute(a, 0.5, MaskScope.Module);
         Expect(module, 0, Proj.Q, [0, 0, 1, 1, 1, 1], "module");

@@ -36,6 +36,9 @@ public sealed class WorkerPool : IDisposable
         Workers = Math.Max(1, workers);
         _start = new SemaphoreSlim(0);
         _done = new CountdownEvent(1);
+        // The first Wait that blocks (rather than spins) lazily allocates the event's lock object (24 bytes);
+        // block once here so that it never happens inside a per-token run.
+        _done.Wait(1);
         _threads = new Thread[Workers - 1];
         for (int i = 0; i < _threads.Length; i++)
         {
