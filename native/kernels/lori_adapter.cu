@@ -19,31 +19,33 @@
 
 struct __align__(16) la_f32x4 { float x, y, z, w; };
 
+// sum_k xr[k] ar[k] over one warp (every lane gets the sum); vec: In % 4 == 0 and both rows 16-byte aligned.
+__device__ __forceinline__ float la_warp_row_dot(const float* xr, const float* ar, int in, int vec, int lane)
+{
+    float s = 0.f;
+    if (vec)
+    {
+        for (int c = lane; c < in / 4; c += 32)
+        {
+            const la_f32x4 p = reinterpret_cast<const la_f32x4*>(xr)[c];
+            const la_f32x4 q = reinterpret_cast<const la_f32x4*>(ar)[c];
+            s += p.x * q.x + p.y * q.y + p.z * q.z + p.w * q.w;
+        }
+    }
+    else
+    {
+        for (int k = lane; k < in; k += 32) s += xr[k] * ar[k];
+    }
+    return warp_sum(s);
+}
+
 extern "C" __global__ void lora_shrink(const float* x, const float* a, float* t, int n, int in, int rank, float scale, int vec)
 {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int j = blockIdx.x * 8 + warp, i = blockIdx.y;
-    float s = 0.f;
-    if (j < rank)
-    {
-        const float* xr = x + (long long)i * in;
-        const float* ar = a + (long long)j * in;
-        if (vec)
-        {
-            for (int c = lane; c < in / 4; c += 32)
-            {
-                const la_f32x4 p = reinterpret_cast<const la_f32x4*>(xr)[c];
-                const la_f32x4 q = reinterpret_cast<const la_f32x4*>(ar)[c];
-                s += p.x * q.x + p.y * q.y + p.z * q.z + p.w * q.w;
-            }
-        }
-        else
-        {
-            for (int k = lane; k < in; k += 32) s += xr[k] * ar[k];
-        }
-    }
-    s = warp_sum(s);
-    if (lane == 0 && j < rank) t[(long long)i * rank + j] = scale * s;
+    if (j >= rank) return;
+    const float s = la_warp_row_dot(x + (long long)i * in, a + (long long)j * in, in, vec, lane);
+    if (lane == 0) t[(long long)i * rank + j] = scale * s;
 }
 LORI_KERNEL(lora_shrink)
 
@@ -124,18 +126,7 @@ extern "C" __global__ void lora_apply_fused(const float* x, const float* a, cons
         for (int q = 0; q < LA_TOKENS; q++)
         {
             if (q >= n) { if (lane == 0) ts[q * rank + j] = 0.f; continue; }
-            const float* xr = x + (long long)q * in;
-            float s = 0.f;
-            if (vec)
-                for (int c = lane; c < in / 4; c += 32)
-                {
-                    const la_f32x4 p = reinterpret_cast<const la_f32x4*>(xr)[c];
-                    const la_f32x4 r = reinterpret_cast<const la_f32x4*>(ar)[c];
-                    s += p.x * r.x + p.y * r.y + p.z * r.z + p.w * r.w;
-                }
-            else
-                for (int k = lane; k < in; k += 32) s += xr[k] * ar[k];
-            s = warp_sum(s);
+            const float s = la_warp_row_dot(x + (long long)q * in, ar, in, vec, lane);
             if (lane == 0) ts[q * rank + j] = scale * s;
         }
     }

@@ -6,55 +6,35 @@
 // ty + 16i and columns tx + 16j (i, j < 4). Edges of every dimension are zero-filled, so any N, M, K
 // work. Grid: (ceil(M/64), ceil(N/64)), block (16, 16).
 #include "../include/lori_dtypes.cuh"
-
-#define MM_TILE 64
-#define MM_K 16
+#include "../include/lori_tile.cuh"
 
 template <int DT>
 __device__ __forceinline__ void matmul_impl(const float* x, const void* w, float* y, int n, int m, int k, float alpha, int accumulate)
 {
-    __shared__ float xs[MM_K][MM_TILE + 1];
-    __shared__ float ws[MM_K][MM_TILE + 1];
+    __shared__ float xs[LT_K][LT_TILE + 1];
+    __shared__ float ws[LT_K][LT_TILE + 1];
     const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
-    const int row0 = blockIdx.y * MM_TILE, col0 = blockIdx.x * MM_TILE;
+    const int row0 = blockIdx.y * LT_TILE, col0 = blockIdx.x * LT_TILE;
     float acc[4][4];
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = 0.f;
 
-    for (int k0 = 0; k0 < k; k0 += MM_K)
+    for (int k0 = 0; k0 < k; k0 += LT_K)
     {
         // 64 x 16 elements of each operand, 4 per thread: element e = tid + 256 q -> (r = e / 16, c = e % 16)
         for (int q = 0; q < 4; q++)
         {
-            const int e = tid + 256 * q, r = e / MM_K, c = e % MM_K;
+            const int e = tid + 256 * q, r = e / LT_K, c = e % LT_K;
             const int gk = k0 + c;
             const int xr = row0 + r, wr = col0 + r;
             xs[c][r] = (xr < n && gk < k) ? x[(long long)xr * k + gk] : 0.f;
             ws[c][r] = (wr < m && gk < k) ? load_as_float<DT>(w, (long long)wr * k + gk) : 0.f;
         }
         __syncthreads();
-        for (int kk = 0; kk < MM_K; kk++)
-        {
-            float a[4], b[4];
-            for (int i = 0; i < 4; i++) a[i] = xs[kk][ty + 16 * i];
-            for (int j = 0; j < 4; j++) b[j] = ws[kk][tx + 16 * j];
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) acc[i][j] += a[i] * b[j];
-        }
+        lt_tile_fma(xs, ws, acc, tx, ty);
         __syncthreads();
     }
-    for (int i = 0; i < 4; i++)
-    {
-        const int r = row0 + ty + 16 * i;
-        if (r >= n) continue;
-        for (int j = 0; j < 4; j++)
-        {
-            const int c = col0 + tx + 16 * j;
-            if (c >= m) continue;
-            float* out = y + (long long)r * m + c;
-            *out = accumulate ? *out + alpha * acc[i][j] : alpha * acc[i][j];
-        }
-    }
+    lt_tile_store(y, acc, row0, col0, n, m, tx, ty, alpha, accumulate);
 }
 
 extern "C" __global__ void matmul_f32(const float* x, const float* w, float* y, int n, int m, int k, float alpha, int accumulate) { matmul_impl<DT_F32>(x, w, y, n, m, k, alpha, accumulate); }

@@ -6,55 +6,35 @@
 // and weight gradient dW = G^T h (A = G^T: G [k, n], sar = 1, sak = n; B = h [k, m]: sbk = m, sbc = 1).
 // Grid (ceil(m/64), ceil(n/64)), block (16, 16).
 #include "../include/lori_dtypes.cuh"
-
-#define MB_TILE 64
-#define MB_K 16
+#include "../include/lori_tile.cuh"
 
 template <int DT>
 __device__ __forceinline__ void matmul_strided_impl(const float* a, const void* b, float* y, int n, int m, int k,
                                                     long long sar, long long sak, long long sbk, long long sbc, float alpha, int accumulate)
 {
-    __shared__ float as[MB_K][MB_TILE + 1];
-    __shared__ float bs[MB_K][MB_TILE + 1];
+    __shared__ float as[LT_K][LT_TILE + 1];
+    __shared__ float bs[LT_K][LT_TILE + 1];
     const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
-    const int row0 = blockIdx.y * MB_TILE, col0 = blockIdx.x * MB_TILE;
+    const int row0 = blockIdx.y * LT_TILE, col0 = blockIdx.x * LT_TILE;
     float acc[4][4];
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++) acc[i][j] = 0.f;
-    for (int k0 = 0; k0 < k; k0 += MB_K)
+    for (int k0 = 0; k0 < k; k0 += LT_K)
     {
         for (int q = 0; q < 4; q++)
         {
-            const int e = tid + 256 * q, r = e / MB_K, c = e % MB_K;
+            const int e = tid + 256 * q, r = e / LT_K, c = e % LT_K;
             const int gk = k0 + c;
             as[c][r] = (row0 + r < n && gk < k) ? a[(row0 + r) * sar + gk * sak] : 0.f;
             // B tile: element e -> (kk = e / 64, col = e % 64), so consecutive threads read consecutive columns
-            const int kk = e / MB_TILE, cc = e % MB_TILE;
+            const int kk = e / LT_TILE, cc = e % LT_TILE;
             bs[kk][cc] = (k0 + kk < k && col0 + cc < m) ? load_as_float<DT>(b, (k0 + kk) * sbk + (col0 + cc) * sbc) : 0.f;
         }
         __syncthreads();
-        for (int kk = 0; kk < MB_K; kk++)
-        {
-            float av[4], bv[4];
-            for (int i = 0; i < 4; i++) av[i] = as[kk][ty + 16 * i];
-            for (int j = 0; j < 4; j++) bv[j] = bs[kk][tx + 16 * j];
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) acc[i][j] += av[i] * bv[j];
-        }
+        lt_tile_fma(as, bs, acc, tx, ty);
         __syncthreads();
     }
-    for (int i = 0; i < 4; i++)
-    {
-        const int r = row0 + ty + 16 * i;
-        if (r >= n) continue;
-        for (int j = 0; j < 4; j++)
-        {
-            const int c = col0 + tx + 16 * j;
-            if (c >= m) continue;
-            float* out = y + (long long)r * m + c;
-            *out = accumulate ? *out + alpha * acc[i][j] : alpha * acc[i][j];
-        }
-    }
+    lt_tile_store(y, acc, row0, col0, n, m, tx, ty, alpha, accumulate);
 }
 
 extern "C" __global__ void matmul_strided_f32(const float* a, const float* b, float* y, int n, int m, int k,
