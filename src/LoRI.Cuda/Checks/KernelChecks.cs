@@ -59,6 +59,7 @@ public static class KernelChecks
         new("flash_attention_tc_forward_hd64_group2", c => TcTrainForward(c, (2, c.Pick(128, 45), 4, 2, 64))),
         new("flash_attention_tc_forward_hd16_group4", c => TcTrainForward(c, (2, c.Pick(128, 77), 8, 2, 16))),
         new("flash_attention_tc_forward_hd128_group1", c => TcTrainForward(c, (1, c.Pick(128, 70), 2, 2, 128))),
+        new("flash_attention_tc_forward_f32_inputs", c => TcTrainForward(c, (2, c.Pick(64, 50), 4, 2, c.Pick(64, 32)), bf16Inputs: false)),
         new("flash_attention_tc_backward_hd64_group2", c => TcTrainBackward(c, (2, c.Pick(128, 45), 4, 2, 64))),
         new("flash_attention_tc_backward_hd16_group4", c => TcTrainBackward(c, (2, c.Pick(128, 77), 8, 2, 16))),
         new("flash_attention_tc_backward_hd128_group1", c => TcTrainBackward(c, (1, c.Pick(128, 70), 2, 2, 128))),
@@ -622,15 +623,18 @@ public static class KernelChecks
 
     private static float MaxAbs(float[] a) => a.Length == 0 ? 0 : a.Max(MathF.Abs);
 
-    /// <summary>The tensor-core training forward against CpuOps.AttentionForwardWithLse, on bf16-valued inputs.</summary>
-    private static Comparison TcTrainForward(CheckContext c, (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) shape)
+    /// <summary>
+    /// The tensor-core training forward against CpuOps.AttentionForwardWithLse, on bf16-valued inputs, or on any
+    /// fp32 values (then the bound of staging them, Tolerance.Bf16AttentionForwardStaged, applies).
+    /// </summary>
+    private static Comparison TcTrainForward(CheckContext c, (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) shape, bool bf16Inputs = true)
     {
         var (b, t, heads, kvh, hd) = shape;
         int n = b * t;
-        c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}, tensor cores");
-        var q = Bf16Values(c, n * heads * hd);
-        var k = Bf16Values(c, n * kvh * hd);
-        var v = Bf16Values(c, n * kvh * hd);
+        c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}, {(bf16Inputs ? "bf16-valued" : "fp32")} inputs, tensor cores");
+        var q = bf16Inputs ? Bf16Values(c, n * heads * hd) : c.Random(n * heads * hd, 1f);
+        var k = bf16Inputs ? Bf16Values(c, n * kvh * hd) : c.Random(n * kvh * hd, 1f);
+        var v = bf16Inputs ? Bf16Values(c, n * kvh * hd) : c.Random(n * kvh * hd, 1f);
         var ry = new float[q.Length];
         var rl = new float[n * heads];
         CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, ry, rl);
@@ -643,8 +647,10 @@ public static class KernelChecks
         c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
         ExpectKernel(c, $"flash_attention_tc_forward_d{hd}");
         c.Timed = () => c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
-        // the log-sum-exp is fp32 throughout (scores of exact bf16 products, unrounded P in the sum)
-        return Tolerance.Compare(c.Get(ty), ry, Tolerance.Bf16AttentionForward(MaxAbs(v)), 1e-4f).And(Tolerance.Compare(c.Get(tl), rl, 1e-5f, 1e-5f));
+        // the log-sum-exp is fp32 on exact scores for bf16 inputs (unrounded P in the sum); staged scores move it by at most their own error
+        float ds = bf16Inputs ? 0 : Tolerance.Bf16StagedScoreError(MaxAbs(q), MaxAbs(k), hd);
+        float yTol = bf16Inputs ? Tolerance.Bf16AttentionForward(MaxAbs(v)) : Tolerance.Bf16AttentionForwardStaged(MaxAbs(v), ds);
+        return Tolerance.Compare(c.Get(ty), ry, yTol, 1e-4f).And(Tolerance.Compare(c.Get(tl), rl, ds + 1e-5f, 1e-5f));
     }
 
     /// <summary>

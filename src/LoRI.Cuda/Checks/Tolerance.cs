@@ -26,6 +26,19 @@ public static class Tolerance
     public static float Bf16AttentionForward(float maxAbsV) => Bf16UnitRoundoff * maxAbsV + 1e-5f;
 
     /// <summary>
+    /// The same for q, k, v that are any fp32 values, rounded to bf16 as they are staged. Each product q_d k_d
+    /// moves by at most (2u + u^2) |q_d k_d|, so a score by at most ds = scale (2u + u^2) max_ij sum_d |q_id k_jd|
+    /// (&lt;= (2u + u^2) sqrt(hd) max|q| max|k|) and each P_j by a factor within [e^-2ds, e^2ds]; with v and P rounded
+    /// as well, |y - y_ref| &lt;= max|v| ((1 + u)^2 e^(2 ds) - 1).
+    /// </summary>
+    public static float Bf16AttentionForwardStaged(float maxAbsV, float maxScoreError) =>
+        maxAbsV * ((1 + Bf16UnitRoundoff) * (1 + Bf16UnitRoundoff) * MathF.Exp(2 * maxScoreError) - 1) + 1e-5f;
+
+    /// <summary>The bound on a score's error of <see cref="Bf16AttentionForwardStaged"/> from the largest |q| and |k| and the head dim.</summary>
+    public static float Bf16StagedScoreError(float maxAbsQ, float maxAbsK, int headDim) =>
+        (2 * Bf16UnitRoundoff + Bf16UnitRoundoff * Bf16UnitRoundoff) * MathF.Sqrt(headDim) * maxAbsQ * maxAbsK;
+
+    /// <summary>
     /// Absolute errors allowed to the tensor-core attention backward (dq, dk, dv) against an fp32 reference, for
     /// q, k, v, dy that are bf16 values and y, lse from the tensor-core forward. With u the bf16 unit roundoff,
     /// M = max |dP_ij| = max |dy_i . v_j| over the pairs that see each other and C = the largest column mass
