@@ -34,10 +34,12 @@
 //   the current slot and its last position: 3 * 64 * (D + 8) * 2 + 520 bytes (52,744 at D = 128).
 //   Registers per thread: Q fragments D / 4, O D / 2, S 32 floats, statistics 4.
 // flash_attention_tc_backward_dq_dD: grid (ceil(t / 64), batch, heads), 128 threads; training layout. 64
-//   query rows of one sequence and head; Q and dy fragments in registers; per key tile of 64 (up to the
-//   block's last position): S = Q K^T, dP = dy V^T, P = exp(scale S - lse), dS = P (dP - D), dq += dS K
-//   (dS repacked as A, K via ldmatrix.trans); dq written (=) times scale. Shared: Q, dy, K, V [64][D + 8]
-//   bf16, lse and D of the 64 rows: 4 * 64 * (D + 8) * 2 + 512 bytes (70,144 at D = 128).
+//   query rows of one sequence and head; per key tile of 64 (up to the block's last position): S = Q K^T,
+//   dP = dy V^T (Q and dy fragments re-read from shared memory by ldmatrix for each tile, which keeps the
+//   thread under ~160 registers at D = 128: dq D / 2, S and dP 32 floats each), P = exp(scale S - lse),
+//   dS = P (dP - D), dq += dS K (dS repacked as A, K via ldmatrix.trans); dq written (=) times scale.
+//   Shared: Q, dy, K, V [64][D + 8] bf16, lse and D of the 64 rows: 4 * 64 * (D + 8) * 2 + 512 bytes
+//   (70,144 at D = 128).
 // flash_attention_tc_backward_dkdv_dD: grid (ceil(t / 64), batch, kv_heads), 128 threads; training layout.
 //   64 keys of one sequence and KV head (K and V staged once); for each query head of the group and each
 //   tile of 32 queries from the block's first key on: S^T = K Q^T, dP^T = V dy^T (K, V as A operands from
@@ -291,9 +293,6 @@ __device__ __forceinline__ void ftc_backward_dq(const float* q, const float* k, 
         ds[tid] = tid < count ? dsum[(row0 + tid) * heads + h] : 0.f;
     }
     __syncthreads();
-    u32 qf[D / 16][4], dyf[D / 16][4];
-    ftc_load_a<D>(qf, qs + warp * 16 * LD);
-    ftc_load_a<D>(dyf, dys + warp * 16 * LD);
 
     const int r0 = warp * 16 + g;
     const int pos[2] = {p0 + r0, p0 + r0 + 8};
@@ -318,8 +317,8 @@ __device__ __forceinline__ void ftc_backward_dq(const float* q, const float* k, 
         float sc[NB][4], dp[NB][4];
         for (int j = 0; j < NB; j++)
             for (int e = 0; e < 4; e++) { sc[j][e] = 0.f; dp[j][e] = 0.f; }
-        ftc_mma_abt<D, FTC_BN>(sc, qf, nullptr, ks);
-        ftc_mma_abt<D, FTC_BN>(dp, dyf, nullptr, vs);
+        ftc_mma_abt<D, FTC_BN>(sc, nullptr, qs + warp * 16 * LD, ks);
+        ftc_mma_abt<D, FTC_BN>(dp, nullptr, dys + warp * 16 * LD, vs);
         for (int j = 0; j < NB; j++)
             for (int e = 0; e < 4; e++)
             {

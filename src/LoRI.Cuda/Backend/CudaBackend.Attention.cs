@@ -48,8 +48,22 @@ public sealed unsafe partial class CudaBackend
     /// <summary>The largest head dim of the tensor-core attention kernels (multiples of 16 up to this).</summary>
     public const int TensorCoreAttentionMaxHeadDim = 128;
 
-    /// <summary>Tokens of one IBackend.Attention call from which the tensor-core kernel takes it (fewer: the split-KV decode kernel).</summary>
-    public const int TensorCoreAttentionMinTokens = 16;
+    /// <summary>
+    /// Tokens of one IBackend.Attention call from which the tensor-core kernel takes it (a prefill); fewer go to the
+    /// split-KV SIMT kernel (decode). A block of the tensor-core kernel takes 64 consecutive tokens and streams the
+    /// keys of each distinct slot among them once per query head, so a large batch of single-token decodes from
+    /// many slots is better served by the SIMT kernel, which reads a slot's keys once per KV head.
+    /// </summary>
+    public int TensorCoreAttentionMinTokens
+    {
+        get => _tcMinTokens;
+        set
+        {
+            if (value < 1) throw new ArgumentOutOfRangeException(nameof(TensorCoreAttentionMinTokens), value, "at least 1");
+            _tcMinTokens = value;
+        }
+    }
+    private int _tcMinTokens = 32;
 
     private const int TcRows = 64;
     private const int TcQueryTile = 32;
