@@ -5,7 +5,8 @@ using LoRI.Tensors;
 namespace LoRI.Cuda.Backend;
 
 /// <summary>
-/// Flash attention (native/kernels/flash_attention.cu): the IBackend.Attention op against the KV cache with
+/// Flash attention (native/kernels/flash_attention.cu in fp32, flash_attention_tc.cu on tensor cores; docs/cuda.md
+/// says which runs when): the IBackend.Attention op against the KV cache with
 /// an online softmax, the query heads of one KV head together and, when there are too few (token, KV head)
 /// pairs to fill the device (decode), the positions split across blocks and combined (flash-decoding);
 /// and the training pair, forward with the log-sum-exp saved and backward, with CpuOps.AttentionForwardWithLse
@@ -158,7 +159,9 @@ public sealed unsafe partial class CudaBackend
     /// <summary>
     /// Causal attention of a training batch over its own keys (CpuOps.AttentionForwardWithLse): `batch`
     /// sequences of `seqLen` rows; q, y F32 [N, heads * headDim]; k, v F32 [N, kvHeads * headDim]; lse F32 [N, heads]
-    /// gets the log-sum-exp of each row's scaled scores, for <see cref="AttentionBackward"/>.
+    /// gets the log-sum-exp of each row's scaled scores, for <see cref="AttentionBackward"/>. Runs on tensor cores
+    /// (q, k, v rounded to bf16 as they are staged; see <see cref="UseTensorCoreAttention"/>) where the head dim allows,
+    /// else in fp32.
     /// </summary>
     public void AttentionForwardWithLse(Tensor q, Tensor k, Tensor v, int batch, int seqLen, int heads, int kvHeads, int headDim, Tensor y, Tensor lse)
     {
@@ -176,6 +179,7 @@ public sealed unsafe partial class CudaBackend
     /// <summary>
     /// Backward of <see cref="AttentionForwardWithLse"/> (CpuOps.AttentionBackward): from the forward's q, k, v,
     /// its output y and lse, and dy, writes (=) dq [N, heads * headDim], dk and dv [N, kvHeads * headDim].
+    /// Tensor cores or fp32 as for the forward (each call chooses by itself: lse and y from either forward will do).
     /// </summary>
     public void AttentionBackward(Tensor q, Tensor k, Tensor v, Tensor y, Tensor lse, Tensor dy, int batch, int seqLen, int heads, int kvHeads, int headDim,
                                   Tensor dq, Tensor dk, Tensor dv)

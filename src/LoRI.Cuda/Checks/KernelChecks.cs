@@ -719,7 +719,8 @@ public static class KernelChecks
     /// <summary>
     /// IBackend.Attention on tensor cores (a prefill: many tokens at once) against the CPU backend: a chunk of
     /// consecutive positions of slot 1 ending at the cache's last position, then a few tokens at random slots and
-    /// positions (so a block of 64 rows walks two slots). bf16-valued q and cache.
+    /// positions (so a block of 64 rows walks two slots). bf16-valued q and cache. Then once more with the last
+    /// token's slot out of range: that row must be NaN and the others unchanged.
     /// </summary>
     private static Comparison TcPrefill(CheckContext c, int heads, int hd)
     {
@@ -746,8 +747,21 @@ public static class KernelChecks
         c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
         ExpectKernel(c, $"flash_attention_tc_forward_d{hd}");
         c.Cpu.Attention(cq, ck, cv, csl, cp, heads, kvHeads, hd, cy);
+        var cmp = c.Compare(dy, cy, Tolerance.Bf16AttentionForward(MaxAbs(vv)), 1e-4f);
+        // a token whose slot is out of range gets a NaN row (the CPU backend throws instead); the others are unchanged
+        var good = c.Get(dy);
+        var bad = (int[])slots.Clone();
+        bad[^1] = s;
+        c.Device.Upload<int>(bad, dsl);
+        c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
+        var got = c.Get(dy);
+        int width = heads * hd;
+        for (int e = 0; e < got.Length; e++)
+            if (e >= (n - 1) * width ? !float.IsNaN(got[e]) : got[e] != good[e])
+                throw new InvalidOperationException($"slot {s} (out of range) for the last token: element {e} is {got[e]}, expected {(e >= (n - 1) * width ? "NaN" : good[e])}");
+        c.Device.Upload<int>(slots, dsl);
         c.Timed = () => c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
-        return c.Compare(dy, cy, Tolerance.Bf16AttentionForward(MaxAbs(vv)), 1e-4f);
+        return cmp;
     }
 
     private static Comparison AdamW(CheckContext c, bool masked, bool globalNorm)
