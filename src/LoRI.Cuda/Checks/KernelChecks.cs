@@ -27,7 +27,8 @@ public static class KernelChecks
         new("embedding_forward_f16", c => Embedding(c, DType.F16)),
         new("gather_rows", GatherRows),
         new("rmsnorm_forward", RmsNormForward),
-        new("rmsnorm_backward", RmsNormBackward),
+        new("rmsnorm_backward", c => RmsNormBackward(c, accumulate: false)),
+        new("rmsnorm_backward_accumulate", c => RmsNormBackward(c, accumulate: true)),
         new("matmul_f32", c => MatMul(c, DType.F32, 1f, false)),
         new("matmul_bf16", c => MatMul(c, DType.BF16, 1f, false)),
         new("matmul_f16", c => MatMul(c, DType.F16, 1f, false)),
@@ -63,6 +64,8 @@ public static class KernelChecks
         new("lora_apply_fused_dense_decode", c => LoraApply(c, LoraBForm.Dense, decode: true, fusedBlocks: 3)),
         new("lora_apply_fused_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true, fusedBlocks: 2)),
         new("lora_grad_b_masked", LoraGradB),
+        new("embedding_backward_repeated_ids", EmbeddingBackward),
+        new("transpose_f32", Transpose),
         new("matmul_backward_input_bf16", c => MatMulBackward(c, DType.BF16, input: true)),
         new("matmul_backward_weight", c => MatMulBackward(c, DType.F32, input: false)),
         new("lm_head_cross_entropy_f32", c => CrossEntropy(c, DType.F32)),
@@ -168,7 +171,7 @@ public static class KernelChecks
         return c.Compare(dy, cy, 1e-5f, 1e-5f);
     }
 
-    private static Comparison RmsNormBackward(CheckContext c)
+    private static Comparison RmsNormBackward(CheckContext c, bool accumulate)
     {
         int n = c.Pick(16, 7), d = c.Pick(256, 333);
         const float eps = 1e-5f;
@@ -192,14 +195,17 @@ public static class KernelChecks
         var tx = c.Up(x, DType.F32, n, d);
         var tw = c.Up(w, DType.BF16, d);
         var tdy = c.Up(dyv, DType.F32, n, d);
-        var tdx = c.Device.Allocate(DType.F32, n, d);
+        // accumulate: dx starts from values that the op must add to (and that the reference adds)
+        var dx0 = accumulate ? c.Random(n * d, 1f) : new float[n * d];
+        if (accumulate) for (int i = 0; i < rx.Length; i++) rx[i] += dx0[i];
+        var tdx = c.Up(dx0, DType.F32, n, d);
         var tdw = c.Device.Allocate(DType.F32, d);
-        c.Own(tdx, tdw);
-        c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, tdw);
-        c.Timed = () => c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, null);
-        var cdx = new float[n * d];
+        c.Own(tdw);
+        c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, tdw, accumulate);
+        c.Timed = () => c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, null, accumulate);
+        var cdx = (float[])dx0.Clone();
         var cdw = new float[d];
-        CpuOps.RmsNormBackward(x, w, dyv, d, eps, cdx, cdw);
+        CpuOps.RmsNormBackward(x, w, dyv, d, eps, cdx, cdw, accumulate);
         var gdx = c.Get(tdx);
         var gdw = c.Get(tdw);
         return Tolerance.Compare(gdx, ToFloat(rx), 1e-5f, 1e-4f).And(Tolerance.Compare(gdw, ToFloat(rw), 1e-4f, 1e-4f))
@@ -750,6 +756,34 @@ public static class KernelChecks
         c.Device.LoraGradB(tdy, tu, tm, scale, tdb);
         c.Timed = () => c.Device.LoraGradB(tdy, tu, tm, scale, tdb);
         return Tolerance.Compare(c.Get(tdb), ToFloat(expected), 1e-5f, 1e-5f);
+    }
+
+    /// <summary>dTable[ids[i]] += dy[i] with repeated ids, against the CPU backend's scatter-add.</summary>
+    private static Comparison EmbeddingBackward(CheckContext c)
+    {
+        int n = c.Pick(64, 37), d = c.Pick(128, 45), vocab = c.Pick(32, 19);
+        c.Note($"dy [{n}, {d}], table [{vocab}, {d}], ids repeating");
+        var ids = c.Ints(n, vocab);
+        var (did, cid) = c.BothInts(ids, n);
+        var (ddy, cdy) = c.Both(c.Random(n * d, 1f), DType.F32, n, d);
+        var (dt, ct) = c.Both(c.Random(vocab * d, 1f), DType.F32, vocab, d);
+        c.Device.EmbeddingBackward(did, ddy, dt);
+        ((ITrainingOps)c.Cpu).EmbeddingBackward(cid, cdy, ct);
+        c.Timed = () => c.Device.EmbeddingBackward(did, ddy, dt);
+        // each entry is a sum of the same terms in the same (token) order on both sides
+        return c.Compare(dt, ct, 0f, 0f);
+    }
+
+    private static Comparison Transpose(CheckContext c)
+    {
+        int rows = c.Pick(64, 37), cols = c.Pick(96, 70);
+        c.Note($"[{rows}, {cols}] -> [{cols}, {rows}]");
+        var (ds, cs) = c.Both(c.Random(rows * cols, 1f), DType.F32, rows, cols);
+        var (dd, cd) = c.Both(new float[rows * cols], DType.F32, cols, rows);
+        c.Device.Transpose(ds, dd);
+        ((ITrainingOps)c.Cpu).Transpose(cs, cd);
+        c.Timed = () => c.Device.Transpose(ds, dd);
+        return c.Compare(dd, cd, 0f, 0f);
     }
 
     /// <summary>dx = dy W and dW += dy^T x against double-precision loops.</summary>
