@@ -40,8 +40,16 @@ public sealed unsafe partial class CudaBackend
     /// accumulators) where the shape allows: head dim a multiple of 16 up to <see cref="TensorCoreAttentionMaxHeadDim"/>,
     /// 16-byte aligned tensors, and for IBackend.Attention at least <see cref="TensorCoreAttentionMinTokens"/> tokens
     /// in the call (prefill). Otherwise, or when off, the fp32 SIMT flash kernels run (the benchmark baseline).
+    /// Default, as for <see cref="Bf16Activations"/>: on for a real device of compute capability 8.0 or newer; off
+    /// on the emulator, whose attention then matches the CPU backend's fp32 (the tensor-core kernels are checked
+    /// there with this set).
     /// </summary>
-    public bool UseTensorCoreAttention { get; set; } = true;
+    public bool UseTensorCoreAttention
+    {
+        get => _useTensorCoreAttention ?? (!Driver.IsEmulator && Driver.ComputeCapability >= 80);
+        set => _useTensorCoreAttention = value;
+    }
+    private bool? _useTensorCoreAttention;
 
     /// <summary>The kernel the last attention call launched (for the checks and the benchmark): "flash_attention_tc_forward_d64", "flash_attention_forward", ...</summary>
     public string LastAttentionKernel { get; private set; } = "";

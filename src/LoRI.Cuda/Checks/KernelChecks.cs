@@ -57,15 +57,15 @@ public static class KernelChecks
         new("flash_attention_backward", c => Simt(c, () => TrainAttentionBackward(c, TrainAttentionShape(c)))),
         new("flash_attention_decode_hd128_group4", FlashDecodeLlamaHeads),
         new("flash_attention_backward_hd256_group8", c => Simt(c, () => TrainAttentionBackward(c, (1, c.Pick(32, 33), 8, 1, 256)))),
-        new("flash_attention_tc_forward_hd64_group2", c => TcTrainForward(c, (2, c.Pick(128, 45), 4, 2, 64))),
-        new("flash_attention_tc_forward_hd16_group4", c => TcTrainForward(c, (2, c.Pick(128, 77), 8, 2, 16))),
-        new("flash_attention_tc_forward_hd128_group1", c => TcTrainForward(c, (1, c.Pick(128, 70), 2, 2, 128))),
-        new("flash_attention_tc_forward_f32_inputs", c => TcTrainForward(c, (2, c.Pick(64, 50), 4, 2, c.Pick(64, 32)), bf16Inputs: false)),
-        new("flash_attention_tc_backward_hd64_group2", c => TcTrainBackward(c, (2, c.Pick(128, 45), 4, 2, 64))),
-        new("flash_attention_tc_backward_hd16_group4", c => TcTrainBackward(c, (2, c.Pick(128, 77), 8, 2, 16))),
-        new("flash_attention_tc_backward_hd128_group1", c => TcTrainBackward(c, (1, c.Pick(128, 70), 2, 2, 128))),
-        new("flash_attention_tc_prefill_group2", c => TcPrefill(c, 4, c.Pick(64, 48))),
-        new("flash_attention_tc_prefill_group4", c => TcPrefill(c, 8, c.Pick(128, 16))),
+        new("flash_attention_tc_forward_hd64_group2", c => TensorCore(c, () => TcTrainForward(c, (2, c.Pick(128, 45), 4, 2, 64)))),
+        new("flash_attention_tc_forward_hd16_group4", c => TensorCore(c, () => TcTrainForward(c, (2, c.Pick(128, 77), 8, 2, 16)))),
+        new("flash_attention_tc_forward_hd128_group1", c => TensorCore(c, () => TcTrainForward(c, (1, c.Pick(128, 70), 2, 2, 128)))),
+        new("flash_attention_tc_forward_f32_inputs", c => TensorCore(c, () => TcTrainForward(c, (2, c.Pick(64, 50), 4, 2, c.Pick(64, 32)), bf16Inputs: false))),
+        new("flash_attention_tc_backward_hd64_group2", c => TensorCore(c, () => TcTrainBackward(c, (2, c.Pick(128, 45), 4, 2, 64)))),
+        new("flash_attention_tc_backward_hd16_group4", c => TensorCore(c, () => TcTrainBackward(c, (2, c.Pick(128, 77), 8, 2, 16)))),
+        new("flash_attention_tc_backward_hd128_group1", c => TensorCore(c, () => TcTrainBackward(c, (1, c.Pick(128, 70), 2, 2, 128)))),
+        new("flash_attention_tc_prefill_group2", c => TensorCore(c, () => TcPrefill(c, 4, c.Pick(64, 48)))),
+        new("flash_attention_tc_prefill_group4", c => TensorCore(c, () => TcPrefill(c, 8, c.Pick(128, 16)))),
         new("lora_apply_dense_decode", c => LoraApply(c, LoraBForm.Dense, decode: true)),
         new("lora_apply_dense_prefill", c => LoraApply(c, LoraBForm.Dense, decode: false)),
         new("lora_apply_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true)),
@@ -494,13 +494,35 @@ public static class KernelChecks
     }
 
     /// <summary>Runs a check of the fp32 SIMT attention kernels with the tensor-core ones switched off.</summary>
-    private static Comparison Simt(CheckContext c, Func<Comparison> run)
+    private static Comparison Simt(CheckContext c, Func<Comparison> run) => WithTensorCoreAttention(c, false, run);
+
+    /// <summary>Runs a check of the tensor-core attention kernels (switched on, whatever the device's default).</summary>
+    private static Comparison TensorCore(CheckContext c, Func<Comparison> run) => WithTensorCoreAttention(c, true, run);
+
+    private static Comparison WithTensorCoreAttention(CheckContext c, bool on, Func<Comparison> run)
     {
         bool was = c.Device.UseTensorCoreAttention;
-        c.Device.UseTensorCoreAttention = false;
+        c.Device.UseTensorCoreAttention = on;
         try
         {
-            return run();
+            var cmp = run();
+            // the timing runs later, under the device's default: pin the choice there too
+            var timed = c.Timed;
+            if (timed is not null)
+                c.Timed = () =>
+                {
+                    bool before = c.Device.UseTensorCoreAttention;
+                    c.Device.UseTensorCoreAttention = on;
+                    try
+                    {
+                        timed();
+                    }
+                    finally
+                    {
+                        c.Device.UseTensorCoreAttention = before;
+                    }
+                };
+            return cmp;
         }
         finally
         {
