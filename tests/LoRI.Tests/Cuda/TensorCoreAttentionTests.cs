@@ -73,7 +73,7 @@ public class TensorCoreAttentionTests
     }
 
     [Test]
-    public void CacheAttention_TakesTheTensorCoresFromMinTokens()
+    public void CacheAttention_TakesTheTensorCoresFromMinTokens_UnlessTheBaselineIsAskedFor()
     {
         using var be = CudaBackend.CreateEmulated();
         be.UseTensorCoreAttention = true;
@@ -82,8 +82,10 @@ public class TensorCoreAttentionTests
         using var vc = be.Allocate(DType.F32, s, t, kvHeads * hd);
         be.Upload<float>(Random(s * t * kvHeads * hd, 4), kc);
         be.Upload<float>(Random(s * t * kvHeads * hd, 5), vc);
-        foreach (var (n, expected) in new[] { (be.TensorCoreAttentionMinTokens - 1, "flash_attention_forward"), (be.TensorCoreAttentionMinTokens, "flash_attention_tc_forward_d16") })
+        int min = be.TensorCoreAttentionMinTokens;
+        foreach (var (n, flash, expected) in new[] { (min - 1, true, "flash_attention_forward"), (min, true, "flash_attention_tc_forward_d16"), (min, false, "attention_forward") })
         {
+            be.UseFlashAttention = flash;
             using var q = be.Allocate(DType.F32, n, heads * hd);
             using var y = be.Allocate(DType.F32, n, heads * hd);
             using var slots = be.Allocate(DType.I32, n);
@@ -92,7 +94,7 @@ public class TensorCoreAttentionTests
             be.Upload<int>(new int[n], slots);
             be.Upload<int>(Enumerable.Range(t - n, n).ToArray(), pos);
             be.Attention(q, kc, vc, slots, pos, heads, kvHeads, hd, y);
-            Assert.That(be.LastAttentionKernel, Is.EqualTo(expected), $"{n} tokens");
+            Assert.That(be.LastAttentionKernel, Is.EqualTo(expected), $"{n} tokens, UseFlashAttention {flash}");
         }
         Assert.That(() => be.TensorCoreAttentionMinTokens = 0, Throws.InstanceOf<ArgumentOutOfRangeException>());
     }
