@@ -26,7 +26,7 @@
 // K % 8 == 0 and 16-byte aligned operands (16-byte cp.async chunks, src-size 0 or 16); the _ragged ones take any
 // shape and alignment, staging tiles through registers with per-element predicates.
 // Grid (ceil(K / 128), ceil(R / 128)), block 256, dynamic shared memory GEMM_TC_BWD_SMEM_BYTES (56,832).
-#include "../include/lori_cuda.cuh"
+#include "../include/lori_mma_tile.cuh"
 
 #define GTB_BM 128
 #define GTB_BN 128
@@ -40,8 +40,6 @@
 #define GTB_STAGE_ELEMS (GTB_A_ELEMS + GTB_T_ELEMS)   // the larger A layout; dW's stage leaves the difference unused
 #define GEMM_TC_BWD_SMEM_BYTES (GTB_STAGES * GTB_STAGE_ELEMS * 2)
 
-struct __align__(16) gtb_u32x4 { u32 x, y, z, w; };
-
 // One 8-element chunk of a row-major bf16 matrix [rows, cols] (leading dimension ld) at (r, c) into shared memory.
 // Aligned: cols % 8 == 0 and 16-byte aligned rows, so the chunk lies wholly inside or wholly outside.
 template <bool ALIGNED>
@@ -52,24 +50,7 @@ __device__ __forceinline__ void gtb_chunk(bf16* dst, const bf16* src, int rows, 
         const bool inside = r < rows && c < cols;
         cp_async_16(dst, inside ? src + (long long)r * ld + c : src, inside ? 16 : 0);
     }
-    else
-    {
-        u32 v[4];
-        for (int e = 0; e < 4; e++)
-        {
-            bf16 lo = 0, hi = 0;
-            if (r < rows)
-            {
-                const bf16* p = src + (long long)r * ld;
-                if (c + 2 * e < cols) lo = p[c + 2 * e];
-                if (c + 2 * e + 1 < cols) hi = p[c + 2 * e + 1];
-            }
-            v[e] = pack_bf16x2(lo, hi);
-        }
-        gtb_u32x4 q;
-        q.x = v[0]; q.y = v[1]; q.z = v[2]; q.w = v[3];
-        *reinterpret_cast<gtb_u32x4*>(dst) = q;
-    }
+    else mma_tile_load8_predicated(dst, src, rows, cols, ld, r, c);
 }
 
 // Fills one stage for inner offset k0: 512 chunks of A, then 512 chunks of B (32 inner rows x 16 chunks).
@@ -113,9 +94,7 @@ __device__ __forceinline__ void gemm_tc_bwd_impl(const bf16* dy, const bf16* b, 
     const int tiles = (inner + GTB_BK - 1) / GTB_BK;
 
     float acc[4][4][4];
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++)
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
+    mma_tile_zero(acc);
 
     for (int s = 0; s < GTB_STAGES - 1; s++)
     {
@@ -155,24 +134,12 @@ __device__ __forceinline__ void gemm_tc_bwd_impl(const bf16* dy, const bf16* b, 
                 bfrag[2 * j2 + 1][0] = r[2];
                 bfrag[2 * j2 + 1][1] = r[3];
             }
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) mma_m16n8k16_bf16(acc[i][j], af[i], bfrag[j], acc[i][j]);
+            mma_tile_step(acc, af, bfrag);
         }
     }
     cp_async_wait<0>();
 
-    // accumulator fragment: e 0,1 at (row g, cols 2t, 2t+1), e 2,3 at row g + 8
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++)
-            for (int e = 0; e < 4; e++)
-            {
-                const int r = row0 + wm * 64 + i * 16 + (lane >> 2) + (e >> 1) * 8;
-                const int c = col0 + wn * 32 + j * 8 + (lane & 3) * 2 + (e & 1);
-                if (r >= rows || c >= k) continue;
-                float* o = out + (long long)r * k + c;
-                const float v = alpha * acc[i][j][e];
-                *o = accumulate ? *o + v : v;
-            }
+    mma_tile_store(out, acc, row0, col0, wm, wn, lane, rows, k, alpha, accumulate);
 }
 
 extern "C" __global__ void gemm_tc_bwd_input(const bf16* dy, const bf16* w, float* dx, int n, int m, int k, float alpha, int accumulate)
