@@ -77,6 +77,12 @@ public static class KernelChecks
         new("transpose_f32", Transpose),
         new("matmul_backward_input_bf16", c => MatMulBackward(c, DType.BF16, input: true)),
         new("matmul_backward_weight", c => MatMulBackward(c, DType.F32, input: false)),
+        new("matmul_tc_backward_input", c => MatMulBackwardTensorCore(c, true, (128, 160, 128), (37, 70, 45), 1f, false, exact: true)),
+        new("matmul_tc_backward_input_multistage_accumulate", c => MatMulBackwardTensorCore(c, true, (130, 256, 136), (150, 136, 200), -0.5f, true, exact: true)),
+        new("matmul_tc_backward_input_f32_staged", c => MatMulBackwardTensorCore(c, true, (64, 128, 64), (37, 70, 45), 1f, true, exact: false)),
+        new("matmul_tc_backward_weight", c => MatMulBackwardTensorCore(c, false, (160, 128, 128), (45, 70, 37), 1f, false, exact: true)),
+        new("matmul_tc_backward_weight_multistage_accumulate", c => MatMulBackwardTensorCore(c, false, (256, 136, 128), (171, 136, 200), 0.5f, true, exact: true)),
+        new("matmul_tc_backward_weight_f32_staged", c => MatMulBackwardTensorCore(c, false, (64, 128, 64), (45, 70, 37), 1f, true, exact: false)),
         new("lm_head_cross_entropy_f32", c => CrossEntropy(c, DType.F32)),
         new("lm_head_cross_entropy_bf16", c => CrossEntropy(c, DType.BF16)),
         new("adamw_step_masked_per_tensor_clip", c => AdamW(c, masked: true, globalNorm: false)),
@@ -1005,18 +1011,87 @@ public static class KernelChecks
             }
         var tdy = c.Up(dyv, DType.F32, n, m);
         var ty = c.Up(y0, DType.F32, rows, k);
-        if (input)
+        // the fp32 SIMT kernel (the tensor-core path, which rounds dy and x to bf16, has its own checks)
+        bool was = c.Device.Bf16Activations;
+        c.Device.Bf16Activations = false;
+        try
         {
-            var tw = c.Up(other, wtype, m, k);
-            c.Device.MatMulBackwardInput(tdy, tw, ty, 1f, accumulate: true);
+            if (input)
+            {
+                var tw = c.Up(other, wtype, m, k);
+                c.Device.MatMulBackwardInput(tdy, tw, ty, 1f, accumulate: true);
+            }
+            else
+            {
+                var tx = c.Up(other, DType.F32, n, k);
+                c.Device.MatMulBackwardWeight(tdy, tx, ty, 1f, accumulate: true);
+            }
         }
-        else
+        finally
         {
-            var tx = c.Up(other, DType.F32, n, k);
-            c.Device.MatMulBackwardWeight(tdy, tx, ty, 1f, accumulate: true);
+            c.Device.Bf16Activations = was;
         }
         c.Timed = null;
         return Tolerance.Compare(c.Get(ty), ToFloat(expected), 2e-5f * MathF.Sqrt(input ? m : n), 1e-5f);
+    }
+
+    /// <summary>
+    /// The tensor-core backward products as MatMulBackwardInput / MatMulBackwardWeight choose them (Bf16Activations on:
+    /// dy, and for dW x, cast to bf16 into scratch; the cp.async or the register-staged kernel by shape) against the CPU
+    /// backend's ITrainingOps on F32 copies. exact: the F32 inputs hold bf16 values, so staging rounds nothing and only
+    /// the order of the fp32 sums differs; otherwise any F32 values, within Tolerance.Bf16StagedSumFactor of
+    /// |alpha| sum_i |A(r, i) B(i, c)| (+ |the accumulated output|) per element.
+    /// </summary>
+    private static Comparison MatMulBackwardTensorCore(CheckContext c, bool input, (int N, int M, int K) aligned, (int N, int M, int K) ragged,
+                                                       float alpha, bool accumulate, bool exact)
+    {
+        var (n, m, k) = c.Ragged ? ragged : aligned;
+        int rows = input ? n : m, inner = input ? m : n;
+        c.Note((input ? $"dy [{n}, {m}] x W [{m}, {k}] bf16 -> dx" : $"dy [{n}, {m}]^T x x [{n}, {k}] -> dW") +
+               $", alpha {alpha}{(accumulate ? ", accumulate" : "")}, {(exact ? "bf16-valued" : "any")} F32 inputs, " +
+               $"{(m % 8 == 0 && k % 8 == 0 ? "cp.async" : "register-staged")} tiles");
+        var dyv = c.Random(n * m, 1f);
+        var other = c.Random(input ? m * k : n * k, 1f);
+        if (exact || input) other = other.Select(Bf16.Round).ToArray();   // W is bf16 as stored
+        if (exact) dyv = dyv.Select(Bf16.Round).ToArray();
+        var y0 = accumulate ? c.Random(rows * k, 1f) : new float[rows * k];
+        var tdy = c.Up(dyv, DType.F32, n, m);
+        var tb = c.Up(other, input ? DType.BF16 : DType.F32, input ? m : n, k);
+        var ty = c.Up(y0, DType.F32, rows, k);
+        var cdy = c.UpCpu(dyv, DType.F32, n, m);
+        var cb = c.UpCpu(other, DType.F32, input ? m : n, k);
+        var cy = c.UpCpu(y0, DType.F32, rows, k);
+        void Run()
+        {
+            bool was = c.Device.Bf16Activations;
+            c.Device.Bf16Activations = true;
+            try
+            {
+                if (input) c.Device.MatMulBackwardInput(tdy, tb, ty, alpha, accumulate);
+                else c.Device.MatMulBackwardWeight(tdy, tb, ty, alpha, accumulate);
+            }
+            finally
+            {
+                c.Device.Bf16Activations = was;
+            }
+        }
+        Run();
+        var ops = (ITrainingOps)c.Cpu;
+        if (input) ops.MatMulBackwardInput(cdy, cb, cy, alpha, accumulate);
+        else ops.MatMulBackwardWeight(cdy, cb, cy, alpha, accumulate);
+        c.Timed = Run;
+        if (exact) return c.Compare(ty, cy, 2e-5f * MathF.Sqrt(inner), 1e-5f);
+        double f = Tolerance.Bf16StagedSumFactor(inner, input ? 1 : 2);
+        var allowed = new double[rows * k];
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < k; j++)
+            {
+                double mag = 0;
+                if (input) for (int i = 0; i < m; i++) mag += Math.Abs((double)dyv[r * m + i] * other[i * k + j]);
+                else for (int i = 0; i < n; i++) mag += Math.Abs((double)dyv[i * m + r] * other[i * k + j]);
+                allowed[r * k + j] = f * (Math.Abs(alpha) * mag + Math.Abs(y0[r * k + j]));
+            }
+        return Tolerance.Compare(c.Get(ty), c.Get(cy), allowed, 2e-7f);
     }
 
     /// <summary>The chunked lm_head cross-entropy (loss, dh, dW, the weighted total) against CpuOps.LmHeadCrossEntropy.</summary>

@@ -23,7 +23,7 @@ public class CudaTrainingTests
     // missing or wrong term (those are of the order of the gradient itself).
     private const float GradRtol = 1e-4f, GradAtolOfMax = 2e-5f;
 
-    private static Batch TestBatch() => new(
+    internal static Batch TestBatch() => new(
         [new TrainingExample([3, 17, 42, 8, 91, 1, 55, 23, 9], PromptLength: 2, Line: 1),
          new TrainingExample([5, 60, 2, 1], PromptLength: 1, Line: 2),
          new TrainingExample([7, 70, 13, 64, 28, 1], PromptLength: 3, Line: 3)], padId: 0, LossReduction.SumTokensMeanSequences);
@@ -46,7 +46,7 @@ public class CudaTrainingTests
     }
 
     /// <summary>The same graph on the CPU and on cuda-emu: the same weights, each with its own copy of the same adapter.</summary>
-    private sealed class Pair : IDisposable
+    internal sealed class Pair : IDisposable
     {
         public readonly LlamaModel CpuModel, DevModel;
         public readonly CudaBackend Be;
