@@ -7,7 +7,8 @@
 #   scripts/gpu-check.sh run       (on the GPU machine; the default when nvidia-smi is present) runs
 #                                  `lori selftest --device cuda --json` and writes to $OUT (or out/gpu-check/report):
 #                                  selftest.json, selftest.log, device.txt, then `lori bench-gpu` at Llama-3-8B
-#                                  shapes: bench.json, bench.log. Exit code: the selftest's.
+#                                  shapes: bench.json, bench.log; `generate` on a tiny model, device vs CPU (the
+#                                  graph decode path): generate-*.json, decode.log. Exit code: the selftest's.
 #
 # The GPU machine has no .NET: carry out/gpu-check with the working tree (it is ignored by git).
 # The selftest takes well under a minute of device time (the checks are small; 20 timed launches each);
@@ -19,6 +20,30 @@ mode=${1:-}
 if [ -z "$mode" ]; then
   if command -v nvidia-smi >/dev/null 2>&1; then mode=run; else mode=prepare; fi
 fi
+
+# decode_check RUNNER DEVICE OUT: generate on an init-model tiny model (bf16) with --device cpu and DEVICE, greedy and
+# sampled, three prompts; writes OUT/generate-*.json and OUT/decode.log (whether the greedy ids agree, the decode path).
+decode_check() {
+  local runner=$1 device=$2 o=$3
+  local m="$o/tiny-model"
+  "$runner" init-model --preset tiny --out "$m" --dtype bf16 --seed 5 > /dev/null
+  local args=(generate --model "$m" --prompt "Hello there" --prompt "abc" --prompt "The quick brown fox" --max-new-tokens 48 --json)
+  for d in cpu "$device"; do
+    timeout 120 "$runner" "${args[@]}" --device "$d" > "$o/generate-$d.json" 2>> "$o/decode.log"
+    timeout 120 "$runner" "${args[@]}" --device "$d" --temperature 0.9 --top-k 40 --top-p 0.95 --seed 3 > "$o/generate-$d-sampled.json" 2>> "$o/decode.log"
+  done
+  if command -v python3 > /dev/null 2>&1; then
+    python3 - "$o/generate-cpu.json" "$o/generate-$device.json" "$o/generate-$device-sampled.json" >> "$o/decode.log" 2>&1 <<'PY'
+import json, sys
+cpu, dev, sampled = (json.load(open(p)) for p in sys.argv[1:4])
+same = [a["ids"] == b["ids"] for a, b in zip(cpu["results"], dev["results"])]
+print("greedy ids equal to the cpu's per prompt:", same)
+print("device timings:", json.dumps(dev["timings"]))
+print("sampled timings:", json.dumps(sampled["timings"]))
+PY
+  fi
+  tail -3 "$o/decode.log"
+}
 
 case "$mode" in
   prepare)
@@ -58,6 +83,8 @@ case "$mode" in
     # benchmarks at Llama-3-8B shapes on a random model built on the device (LoRI.Cuda.Bench.GpuBench)
     timeout 240 "$dir/bin/LoRI.Runner" bench-gpu --device cuda --shapes llama3-8b --out "$out/bench.json" > "$out/bench.log" 2>&1
     echo "bench-gpu exit code $?" >> "$out/bench.log"
+    # the on-device decode path (CUDA graph + device sampling) against the CPU on a tiny model: greedy ids, decode path
+    decode_check "$dir/bin/LoRI.Runner" cuda "$out"
     set -e
     echo "selftest exit code $rc" >> "$out/selftest.log"
     tail -5 "$out/selftest.log"
