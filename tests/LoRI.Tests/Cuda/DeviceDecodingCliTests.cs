@@ -89,6 +89,24 @@ public class DeviceDecodingCliTests
     }
 
     [Test]
+    public void Generate_StopString_CutsTheText_OnCudaEmu()
+    {
+        string[] args = ["generate", "--model", Model, "--prompt", "abc", "--max-new-tokens", "16", "--json", "--temperature", "1", "--seed", "4", "--device", "cuda-emu"];
+        var free = Cli.Run(args);
+        Assert.That(free.ExitCode, Is.Zero, free.Err);
+        using var j = JsonDocument.Parse(free.Out);
+        var text = j.RootElement.GetProperty("results")[0].GetProperty("text").GetString()!;
+        Assume.That(text.Length, Is.GreaterThanOrEqualTo(4), "the random model produced too little text to cut");
+        var stop = text.Substring(2, 2);
+        var cut = Cli.Run([.. args, "--stop", stop]);
+        using var jc = JsonDocument.Parse(cut.Out);
+        var res = jc.RootElement.GetProperty("results")[0];
+        Assert.That(res.GetProperty("text").GetString(), Is.EqualTo(text[..text.IndexOf(stop, StringComparison.Ordinal)]));
+        Assert.That(res.GetProperty("finish").GetString(), Is.EqualTo("stop"));
+        Assert.That(jc.RootElement.GetProperty("timings").GetProperty("decode_path").GetString(), Is.EqualTo("cuda-graph"));
+    }
+
+    [Test]
     public void Generate_Verbose_NamesThePathOnStderr_AndStreams()
     {
         var r = Cli.Run("generate", "--model", Model, "--prompt", "Hello", "--max-new-tokens", "8", "--device", "cuda-emu", "--verbose");
