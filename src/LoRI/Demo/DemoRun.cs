@@ -305,6 +305,7 @@ public sealed class DemoRun : IDisposable
             losses.Add(loss);
             bar.Report(step + 1, $"loss {loss:F3}");
         }
+        g.SyncToHost();
         return losses;
     }
 
