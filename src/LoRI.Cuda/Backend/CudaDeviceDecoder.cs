@@ -152,21 +152,19 @@ public sealed class CudaDeviceDecoder : IDeviceDecoder
         int n = ids.Length;
         if (n < 1 || n > _maxBatch || slots.Length != n || positions.Length != n || next.Length != n)
             throw new ArgumentException($"a decode step takes 1..{_maxBatch} sequences with one slot, position and output each (got {n}, {slots.Length}, {positions.Length}, {next.Length})");
+        for (int j = 0; j < n; j++)
+        {
+            if ((uint)slots[j] >= (uint)_maxBatch) throw new ArgumentOutOfRangeException(nameof(slots), slots[j], $"slots are 0..{_maxBatch - 1}");
+            if (positions[j] < 0 || positions[j] >= _cache.MaxTokens)
+                throw new ArgumentOutOfRangeException(nameof(positions), positions[j], $"positions are 0..{_cache.MaxTokens - 1}");
+        }
         var b = Buffers(n);
         if (!Continues(ids, slots, positions))
         {
-            for (int j = 0; j < n; j++)
-            {
-                if ((uint)slots[j] >= (uint)_maxBatch) throw new ArgumentOutOfRangeException(nameof(slots), slots[j], $"slots are 0..{_maxBatch - 1}");
-                if (positions[j] < 0 || positions[j] >= _cache.MaxTokens)
-                    throw new ArgumentOutOfRangeException(nameof(positions), positions[j], $"positions are 0..{_cache.MaxTokens - 1}");
-            }
             _be.Upload(ids, b.Ids);
             _be.Upload(slots, b.Slots);
             _be.Upload(positions, b.Positions);
         }
-        else if (positions[n - 1] >= _cache.MaxTokens)
-            throw new ArgumentOutOfRangeException(nameof(positions), positions[n - 1], $"positions are 0..{_cache.MaxTokens - 1}");
 
         ulong scratch = _be.ScratchFingerprint();
         var g = _graphs[n];

@@ -33,6 +33,16 @@ public sealed record EvalReport(EvalMetric Metric, int Examples, int Correct, do
             w.WriteNumber("correct", Correct);
             w.WriteNumber("accuracy", Accuracy);
         }
+        if (Decode is { } d)
+        {
+            w.WriteStartObject("decode");
+            w.WriteString("path", d.Path);
+            w.WriteNumber("steps", d.Steps);
+            w.WriteNumber("graph_replays", d.GraphReplays);
+            w.WriteNumber("graph_captures", d.GraphCaptures);
+            w.WriteNumber("launches_per_step", d.LaunchesPerStep);
+            w.WriteEndObject();
+        }
         if (withItems && Items.Count > 0)
         {
             w.WriteStartArray("items");

@@ -136,5 +136,11 @@ public class DeviceDecodingCliTests
         Assert.That(predictions(cpu).Length, Is.EqualTo(5));
         Assert.That(predictions(cpu).Any(x => x!.Length > 0), "the model generated some text");
         Assert.That(dev.GetProperty("correct").GetInt32(), Is.EqualTo(cpu.GetProperty("correct").GetInt32()));
+        Assert.That(cpu.GetProperty("decode").GetProperty("path").GetString(), Is.EqualTo("host"));
+        var decode = dev.GetProperty("decode");
+        Assert.That(decode.GetProperty("path").GetString(), Is.EqualTo("cuda-graph"));
+        // 5 examples in batches of 3 and 2, up to 6 tokens each: two generate calls, each capturing its own graphs.
+        Assert.That(decode.GetProperty("graph_captures").GetInt32(), Is.GreaterThanOrEqualTo(2));
+        Assert.That(decode.GetProperty("graph_replays").GetInt32(), Is.GreaterThan(0));
     }
 }
