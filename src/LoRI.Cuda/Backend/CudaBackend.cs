@@ -435,6 +435,9 @@ public sealed unsafe partial class CudaBackend : IBackend
         Launch("sampling", "sample_top_p", rows, _blockSize, 0, ref a);
     }
 
+    /// <summary>The vocabulary size from which <see cref="SampleRows"/> runs 1024 threads per row instead of <see cref="BlockSize"/>.</summary>
+    public const int SampleRowsWideVocab = 16384;
+
     /// <summary>
     /// The generator's token choice per row on the device (native/kernels/sampling.cu, sample_rows): temperature,
     /// then top-k (0 = off), then top-p, with the random number a hash of (seed, slots[r], positions[r] + 1), so a
@@ -455,7 +458,8 @@ public sealed unsafe partial class CudaBackend : IBackend
         if (rows == 0) return;
         var a = new KernelArgs();
         a.Add(logits); a.Add(v); a.Add(temperature); a.Add(topK); a.Add(topP); a.Add(seed); a.Add(slots); a.Add(positions); a.Add(ids);
-        Launch("sampling", "sample_rows", rows, _blockSize, 0, ref a);
+        // a row is read once per bisection step (up to ~60 with top-k and top-p): a large vocabulary gets the widest block
+        Launch("sampling", "sample_rows", rows, v >= SampleRowsWideVocab ? 1024 : _blockSize, 0, ref a);
     }
 
     public void Dispose()

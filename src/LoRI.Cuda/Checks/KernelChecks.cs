@@ -77,6 +77,7 @@ public static class KernelChecks
         new("sample_top_p", SampleTopP),
         new("sample_rows_top_k_top_p", c => SampleRows(c, topK: c.Pick(50, 37), topP: 0.9f)),
         new("sample_rows_temperature", c => SampleRows(c, topK: 0, topP: 1f)),
+        new("sample_rows_wide_vocab", c => SampleRows(c, topK: 100, topP: 0.8f, wide: true)),
     ];
 
     /// <summary>
@@ -937,9 +938,11 @@ public static class KernelChecks
     /// top-k mass with ties kept, then the first token whose running sum passes u * nucleus mass) and of its random
     /// number, the hash of (seed, slot, position + 1).
     /// </summary>
-    private static Comparison SampleRows(CheckContext c, int topK, float topP)
+    private static Comparison SampleRows(CheckContext c, int topK, float topP, bool wide = false)
     {
-        int rows = c.Pick(8, 6), v = c.Pick(2048, 999);
+        // wide: a vocabulary past CudaBackend.SampleRowsWideVocab, where the kernel runs 1024 threads per row
+        int rows = wide ? c.Pick(3, 2) : c.Pick(8, 6);
+        int v = wide ? c.Pick(32768, CudaBackend.SampleRowsWideVocab + 3627) : c.Pick(2048, 999);
         const float temperature = 0.8f;
         const ulong seed = 0x5EED1234UL;
         c.Note($"[{rows}, {v}], temperature {temperature}, top-k {topK}, top-p {topP}");
