@@ -159,7 +159,9 @@ public sealed class CudaDeviceDecoder : IDeviceDecoder
                 throw new ArgumentOutOfRangeException(nameof(positions), positions[j], $"positions are 0..{_cache.MaxTokens - 1}");
         }
         var b = Buffers(n);
-        if (!Continues(ids, slots, positions))
+        bool continues = Continues(ids, slots, positions);
+        _lastN = 0;   // until this step completes, the device's ids and positions are not known to follow
+        if (!continues)
         {
             _be.Upload(ids, b.Ids);
             _be.Upload(slots, b.Slots);
