@@ -7,12 +7,15 @@
 #   scripts/gpu-check.sh run       (on the GPU machine; the default when nvidia-smi is present) runs
 #                                  `lori selftest --device cuda --json` and writes to $OUT (or out/gpu-check/report):
 #                                  selftest.json, selftest.log, device.txt, then `lori bench-gpu` at Llama-3-8B
-#                                  shapes: bench.json, bench.log; `generate` on a tiny model, device vs CPU (the
-#                                  graph decode path): generate-*.json, decode.log. Exit code: the selftest's.
+#                                  shapes: bench.json, bench.log, and the same figures in PyTorch + transformers + peft
+#                                  (scripts/torch_bench.py, when python3 has torch): torch.json, torch.log and
+#                                  comparison.md (every figure of ours as a ratio to PyTorch's, measured in this run).
+#                                  Then `generate` on a tiny model, device vs CPU (the graph decode path):
+#                                  generate-*.json, decode.log. Exit code: the selftest's.
 #
 # The GPU machine has no .NET: carry out/gpu-check with the working tree (it is ignored by git).
 # The selftest takes well under a minute of device time (the checks are small; 20 timed launches each);
-# the benchmarks at most four minutes (a 16 GB random model is built on the device).
+# the benchmarks at most four minutes (a 16 GB random model is built on the device), PyTorch's at most five.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=out/gpu-check
@@ -29,8 +32,8 @@ decode_check() {
   "$runner" init-model --preset tiny --out "$m" --dtype bf16 --seed 5 > /dev/null
   local args=(generate --model "$m" --prompt "Hello there" --prompt "abc" --prompt "The quick brown fox" --max-new-tokens 48 --json)
   for d in cpu "$device"; do
-    timeout 120 "$runner" "${args[@]}" --device "$d" > "$o/generate-$d.json" 2>> "$o/decode.log"
-    timeout 120 "$runner" "${args[@]}" --device "$d" --temperature 0.9 --top-k 40 --top-p 0.95 --seed 3 > "$o/generate-$d-sampled.json" 2>> "$o/decode.log"
+    timeout 60 "$runner" "${args[@]}" --device "$d" > "$o/generate-$d.json" 2>> "$o/decode.log"
+    timeout 60 "$runner" "${args[@]}" --device "$d" --temperature 0.9 --top-k 40 --top-p 0.95 --seed 3 > "$o/generate-$d-sampled.json" 2>> "$o/decode.log"
   done
   if command -v python3 > /dev/null 2>&1; then
     python3 - "$o/generate-cpu.json" "$o/generate-$device.json" "$o/generate-$device-sampled.json" >> "$o/decode.log" 2>&1 <<'PY'
@@ -83,6 +86,15 @@ case "$mode" in
     # benchmarks at Llama-3-8B shapes on a random model built on the device (LoRI.Cuda.Bench.GpuBench)
     timeout 240 "$dir/bin/LoRI.Runner" bench-gpu --device cuda --shapes llama3-8b --out "$out/bench.json" > "$out/bench.log" 2>&1
     echo "bench-gpu exit code $?" >> "$out/bench.log"
+    if python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
+      timeout 300 python3 scripts/torch_bench.py measure --out "$out/torch.json" > "$out/torch.log" 2>&1
+      echo "torch_bench exit code $?" >> "$out/torch.log"
+      if [ -s "$out/bench.json" ] && [ -s "$out/torch.json" ]; then
+        python3 scripts/torch_bench.py compare --ours "$out/bench.json" --torch "$out/torch.json" --out "$out/comparison.md" >> "$out/torch.log" 2>&1
+      fi
+    else
+      echo "no PyTorch + transformers + peft on this machine: no comparison" > "$out/torch.log"
+    fi
     # the on-device decode path (CUDA graph + device sampling) against the CPU on a tiny model: greedy ids, decode path
     decode_check "$dir/bin/LoRI.Runner" cuda "$out"
     set -e
