@@ -90,6 +90,9 @@ public static class KernelChecks
         new("adamw_step_compact_live_entries", c => AdamW(c, masked: false, globalNorm: false, compact: true)),
         new("argmax_rows", Argmax),
         new("sample_top_p", SampleTopP),
+        new("sample_rows_top_k_top_p", c => SampleRows(c, topK: c.Pick(50, 37), topP: 0.9f)),
+        new("sample_rows_temperature", c => SampleRows(c, topK: 0, topP: 1f)),
+        new("sample_rows_wide_vocab", c => SampleRows(c, topK: 100, topP: 0.8f, wide: true)),
     ];
 
     /// <summary>
@@ -1202,6 +1205,80 @@ public static class KernelChecks
         c.Device.SampleTopP(tx, temperature, topP, tu, ids);
         c.Timed = () => c.Device.SampleTopP(tx, temperature, topP, tu, ids);
         return Tolerance.CompareExact(c.GetInts(ids), expected);
+    }
+
+    /// <summary>
+    /// sample_rows against a double-precision twin of its rule (temperature, top-k with ties kept, top-p over the
+    /// top-k mass with ties kept, then the first token whose running sum passes u * nucleus mass) and of its random
+    /// number, the hash of (seed, slot, position + 1).
+    /// </summary>
+    private static Comparison SampleRows(CheckContext c, int topK, float topP, bool wide = false)
+    {
+        // wide: a vocabulary past CudaBackend.SampleRowsWideVocab, where the kernel runs 1024 threads per row
+        int rows = wide ? c.Pick(3, 2) : c.Pick(8, 6);
+        int v = wide ? c.Pick(32768, CudaBackend.SampleRowsWideVocab + 3627) : c.Pick(2048, 999);
+        const float temperature = 0.8f;
+        const ulong seed = 0x5EED1234UL;
+        c.Note($"[{rows}, {v}], temperature {temperature}, top-k {topK}, top-p {topP}");
+        var x = c.Random(rows * v, 6f);
+        var slots = new int[rows];
+        var positions = new int[rows];
+        var expected = new int[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            slots[r] = r % 3;
+            positions[r] = 7 * r + 1;
+            var row = x.AsSpan(r * v, v);
+            float mx = float.NegativeInfinity;
+            foreach (var l in row) mx = Math.Max(mx, l);
+            var p = new double[v];
+            for (int j = 0; j < v; j++) p[j] = Math.Exp((row[j] - mx) / (double)temperature);
+            var sorted = p.OrderByDescending(q => q).ToArray();
+            double tau = topK > 0 && topK < v ? sorted[topK - 1] : 0;
+            double kept = p.Where(q => q >= tau).Sum();
+            if (topP < 1)
+            {
+                double run = 0;
+                foreach (var q in sorted)
+                {
+                    run += q;
+                    tau = q;
+                    if (run >= topP * kept) break;
+                }
+            }
+            double mass = p.Where(q => q >= tau).Sum(), goal = SampleUniform(seed, slots[r], positions[r] + 1) * mass, acc = 0;
+            expected[r] = -1;
+            for (int j = 0; j < v && expected[r] < 0; j++)
+            {
+                if (p[j] < tau) continue;
+                acc += p[j];
+                if (acc > goal) expected[r] = j;
+            }
+        }
+        var tx = c.Up(x, DType.F32, rows, v);
+        var ts = c.Device.Allocate(DType.I32, rows);
+        var tp = c.Device.Allocate(DType.I32, rows);
+        var ids = c.Device.Allocate(DType.I32, rows);
+        c.Own(ts, tp, ids);
+        c.Device.Upload<int>(slots, ts);
+        c.Device.Upload<int>(positions, tp);
+        c.Device.SampleRows(tx, temperature, topK, topP, seed, ts, tp, ids);
+        c.Timed = () => c.Device.SampleRows(tx, temperature, topK, topP, seed, ts, tp, ids);
+        return Tolerance.CompareExact(c.GetInts(ids), expected);
+    }
+
+    /// <summary>The random number of sample_rows (native/kernels/sampling.cu, sr_uniform): 24 bits of a splitmix64 hash.</summary>
+    public static float SampleUniform(ulong seed, int slot, int position)
+    {
+        static ulong Mix(ulong z)
+        {
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            return z ^ (z >> 31);
+        }
+        ulong h = Mix(seed + 0x9E3779B97F4A7C15UL * (uint)(slot + 1));
+        h = Mix(h + 0xD1B54A32D192ED03UL * (uint)(position + 1));
+        return (h >> 40) * (1f / 16777216f);
     }
 
     // ---- helpers ------------------------------------------------------------------------------------
