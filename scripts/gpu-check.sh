@@ -10,7 +10,8 @@
 #                                  shapes: bench.json, bench.log, and the same figures in PyTorch + transformers + peft
 #                                  (scripts/torch_bench.py, when python3 has torch): torch.json, torch.log and
 #                                  comparison.md (every figure of ours as a ratio to PyTorch's, measured in this run).
-#                                  Exit code: the selftest's.
+#                                  Then `generate` on a tiny model, device vs CPU (the graph decode path):
+#                                  generate-*.json, decode.log. Exit code: the selftest's.
 #
 # The GPU machine has no .NET: carry out/gpu-check with the working tree (it is ignored by git).
 # The selftest takes well under a minute of device time (the checks are small; 20 timed launches each);
@@ -22,6 +23,30 @@ mode=${1:-}
 if [ -z "$mode" ]; then
   if command -v nvidia-smi >/dev/null 2>&1; then mode=run; else mode=prepare; fi
 fi
+
+# decode_check RUNNER DEVICE OUT: generate on an init-model tiny model (bf16) with --device cpu and DEVICE, greedy and
+# sampled, three prompts; writes OUT/generate-*.json and OUT/decode.log (whether the greedy ids agree, the decode path).
+decode_check() {
+  local runner=$1 device=$2 o=$3
+  local m="$o/tiny-model"
+  "$runner" init-model --preset tiny --out "$m" --dtype bf16 --seed 5 > /dev/null
+  local args=(generate --model "$m" --prompt "Hello there" --prompt "abc" --prompt "The quick brown fox" --max-new-tokens 48 --json)
+  for d in cpu "$device"; do
+    timeout 60 "$runner" "${args[@]}" --device "$d" > "$o/generate-$d.json" 2>> "$o/decode.log"
+    timeout 60 "$runner" "${args[@]}" --device "$d" --temperature 0.9 --top-k 40 --top-p 0.95 --seed 3 > "$o/generate-$d-sampled.json" 2>> "$o/decode.log"
+  done
+  if command -v python3 > /dev/null 2>&1; then
+    python3 - "$o/generate-cpu.json" "$o/generate-$device.json" "$o/generate-$device-sampled.json" >> "$o/decode.log" 2>&1 <<'PY'
+import json, sys
+cpu, dev, sampled = (json.load(open(p)) for p in sys.argv[1:4])
+same = [a["ids"] == b["ids"] for a, b in zip(cpu["results"], dev["results"])]
+print("greedy ids equal to the cpu's per prompt:", same)
+print("device timings:", json.dumps(dev["timings"]))
+print("sampled timings:", json.dumps(sampled["timings"]))
+PY
+  fi
+  tail -3 "$o/decode.log"
+}
 
 case "$mode" in
   prepare)
@@ -70,6 +95,8 @@ case "$mode" in
     else
       echo "no PyTorch + transformers + peft on this machine: no comparison" > "$out/torch.log"
     fi
+    # the on-device decode path (CUDA graph + device sampling) against the CPU on a tiny model: greedy ids, decode path
+    decode_check "$dir/bin/LoRI.Runner" cuda "$out"
     set -e
     echo "selftest exit code $rc" >> "$out/selftest.log"
     tail -5 "$out/selftest.log"

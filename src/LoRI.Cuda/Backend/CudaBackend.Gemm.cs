@@ -27,9 +27,10 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>
     /// Whether MatMul may round F32 activations to bf16 so that bf16 weights run on tensor cores (fp32 sums
-    /// either way). Default: on for a real device of compute capability 8.0 or newer; off on the emulator,
-    /// whose MatMul then matches the CPU backend's fp32 activations (the tensor-core kernel is checked there
-    /// directly, through <see cref="MatMulBf16"/> and with this set).
+    /// either way), and MatMulBackwardInput / MatMulBackwardWeight likewise dy and x (CudaBackend.GemmBackward.cs).
+    /// Default: on for a real device of compute capability 8.0 or newer; off on the emulator, whose MatMul then
+    /// matches the CPU backend's fp32 activations (the tensor-core kernels are checked there directly, through
+    /// <see cref="MatMulBf16"/> and with this set).
     /// </summary>
     public bool Bf16Activations
     {

@@ -57,6 +57,7 @@ public static class GpuBench
         double nominal = NominalBandwidth(be.Driver.DeviceName);
         if (nominal > 0) Num(w, "nominal_bandwidth_gb_s", nominal / 1e9);
         Gemm(be, o, w);
+        GemmBackward(be, o, w);
         Attention(be, o, w);
         Model(be, o, w, nominal > 0 ? nominal : bandwidth);
         Training(be, o, w);
@@ -137,6 +138,63 @@ public static class GpuBench
             }
             else w.WriteString("cublas", cublasReason);
             w.WriteEndObject();
+        }
+        w.WriteEndArray();
+    }
+
+    /// <summary>
+    /// The training step's backward products at its token count (TrainBatch x TrainSeqLen) on the MLP shapes: dx = dy W
+    /// with a bf16 W and dW = dy^T x into F32, through MatMulBackwardInput / MatMulBackwardWeight with Bf16Activations on
+    /// (tensor cores; the bf16 casts of dy and x included in the time) and off (the fp32 SIMT kernel).
+    /// </summary>
+    private static void GemmBackward(CudaBackend be, GpuBenchOptions o, Utf8JsonWriter w)
+    {
+        var c = o.Config;
+        int n = o.TrainBatch * o.TrainSeqLen;
+        (string Name, int M, int K)[] shapes =
+        [
+            ("gate_proj/up_proj", c.IntermediateSize, c.HiddenSize),
+            ("down_proj", c.HiddenSize, c.IntermediateSize),
+        ];
+        bool was = be.Bf16Activations;
+        w.WriteStartArray("gemm_backward");
+        try
+        {
+            foreach (var (name, m, k) in shapes)
+            {
+                using var dy = be.Allocate(DType.F32, n, m);
+                using var x = be.Allocate(DType.F32, n, k);
+                using var wt = be.Allocate(DType.BF16, m, k);
+                using var dx = be.Allocate(DType.F32, n, k);
+                using var dxRef = be.Allocate(DType.F32, n, k);
+                using var dW = be.Allocate(DType.F32, m, k);
+                using var dWRef = be.Allocate(DType.F32, m, k);
+                be.RandomFill(dy, 6, 1f);
+                be.RandomFill(x, 7, 1f);
+                be.RandomFill(wt, 8, 0.05f);
+                double flops = 2.0 * n * m * k;
+                int simtRepeats = Math.Max(1, o.Repeats / 5);
+                be.Bf16Activations = true;
+                double tcIn = Seconds(be, o.Repeats, () => be.MatMulBackwardInput(dy, wt, dx));
+                double tcW = Seconds(be, o.Repeats, () => be.MatMulBackwardWeight(dy, x, dW, 1f, accumulate: false));
+                be.Bf16Activations = false;
+                double simtIn = Seconds(be, simtRepeats, () => be.MatMulBackwardInput(dy, wt, dxRef));
+                double simtW = Seconds(be, simtRepeats, () => be.MatMulBackwardWeight(dy, x, dWRef, 1f, accumulate: false));
+                w.WriteStartObject();
+                w.WriteString("name", name);
+                w.WriteString("shape", $"{n} x {m} x {k} (tokens x out x in): dx [{n}, {k}] = dy W (W bf16), dW [{m}, {k}] = dy^T x (f32)");
+                Num(w, "input_tensor_core_tflops", flops / tcIn / 1e12);
+                Num(w, "input_simt_tflops", flops / simtIn / 1e12);
+                Num(w, "weight_tensor_core_tflops", flops / tcW / 1e12);
+                Num(w, "weight_simt_tflops", flops / simtW / 1e12);
+                Num(w, "input_max_abs_diff_vs_simt", MaxAbsDiff(be, dx, dxRef));
+                Num(w, "weight_max_abs_diff_vs_simt", MaxAbsDiff(be, dW, dWRef));
+                w.WriteEndObject();
+            }
+        }
+        finally
+        {
+            be.Bf16Activations = was;
         }
         w.WriteEndArray();
     }

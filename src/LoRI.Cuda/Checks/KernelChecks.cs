@@ -77,6 +77,12 @@ public static class KernelChecks
         new("transpose_f32", Transpose),
         new("matmul_backward_input_bf16", c => MatMulBackward(c, DType.BF16, input: true)),
         new("matmul_backward_weight", c => MatMulBackward(c, DType.F32, input: false)),
+        new("matmul_tc_backward_input", c => MatMulBackwardTensorCore(c, true, (128, 160, 128), (37, 70, 45), 1f, false, exact: true)),
+        new("matmul_tc_backward_input_multistage_accumulate", c => MatMulBackwardTensorCore(c, true, (130, 256, 136), (150, 136, 200), -0.5f, true, exact: true)),
+        new("matmul_tc_backward_input_f32_staged", c => MatMulBackwardTensorCore(c, true, (64, 128, 64), (37, 70, 45), 1f, true, exact: false)),
+        new("matmul_tc_backward_weight", c => MatMulBackwardTensorCore(c, false, (160, 128, 128), (45, 70, 37), 1f, false, exact: true)),
+        new("matmul_tc_backward_weight_multistage_accumulate", c => MatMulBackwardTensorCore(c, false, (256, 136, 128), (171, 136, 200), 0.5f, true, exact: true)),
+        new("matmul_tc_backward_weight_f32_staged", c => MatMulBackwardTensorCore(c, false, (64, 128, 64), (45, 70, 37), 1f, true, exact: false)),
         new("lm_head_cross_entropy_f32", c => CrossEntropy(c, DType.F32)),
         new("lm_head_cross_entropy_bf16", c => CrossEntropy(c, DType.BF16)),
         new("adamw_step_masked_per_tensor_clip", c => AdamW(c, masked: true, globalNorm: false)),
@@ -84,6 +90,9 @@ public static class KernelChecks
         new("adamw_step_compact_live_entries", c => AdamW(c, masked: false, globalNorm: false, compact: true)),
         new("argmax_rows", Argmax),
         new("sample_top_p", SampleTopP),
+        new("sample_rows_top_k_top_p", c => SampleRows(c, topK: c.Pick(50, 37), topP: 0.9f)),
+        new("sample_rows_temperature", c => SampleRows(c, topK: 0, topP: 1f)),
+        new("sample_rows_wide_vocab", c => SampleRows(c, topK: 100, topP: 0.8f, wide: true)),
     ];
 
     /// <summary>
@@ -1005,18 +1014,87 @@ public static class KernelChecks
             }
         var tdy = c.Up(dyv, DType.F32, n, m);
         var ty = c.Up(y0, DType.F32, rows, k);
-        if (input)
+        // the fp32 SIMT kernel (the tensor-core path, which rounds dy and x to bf16, has its own checks)
+        bool was = c.Device.Bf16Activations;
+        c.Device.Bf16Activations = false;
+        try
         {
-            var tw = c.Up(other, wtype, m, k);
-            c.Device.MatMulBackwardInput(tdy, tw, ty, 1f, accumulate: true);
+            if (input)
+            {
+                var tw = c.Up(other, wtype, m, k);
+                c.Device.MatMulBackwardInput(tdy, tw, ty, 1f, accumulate: true);
+            }
+            else
+            {
+                var tx = c.Up(other, DType.F32, n, k);
+                c.Device.MatMulBackwardWeight(tdy, tx, ty, 1f, accumulate: true);
+            }
         }
-        else
+        finally
         {
-            var tx = c.Up(other, DType.F32, n, k);
-            c.Device.MatMulBackwardWeight(tdy, tx, ty, 1f, accumulate: true);
+            c.Device.Bf16Activations = was;
         }
         c.Timed = null;
         return Tolerance.Compare(c.Get(ty), ToFloat(expected), 2e-5f * MathF.Sqrt(input ? m : n), 1e-5f);
+    }
+
+    /// <summary>
+    /// The tensor-core backward products as MatMulBackwardInput / MatMulBackwardWeight choose them (Bf16Activations on:
+    /// dy, and for dW x, cast to bf16 into scratch; the cp.async or the register-staged kernel by shape) against the CPU
+    /// backend's ITrainingOps on F32 copies. exact: the F32 inputs hold bf16 values, so staging rounds nothing and only
+    /// the order of the fp32 sums differs; otherwise any F32 values, within Tolerance.Bf16StagedSumFactor of
+    /// |alpha| sum_i |A(r, i) B(i, c)| (+ |the accumulated output|) per element.
+    /// </summary>
+    private static Comparison MatMulBackwardTensorCore(CheckContext c, bool input, (int N, int M, int K) aligned, (int N, int M, int K) ragged,
+                                                       float alpha, bool accumulate, bool exact)
+    {
+        var (n, m, k) = c.Ragged ? ragged : aligned;
+        int rows = input ? n : m, inner = input ? m : n;
+        c.Note((input ? $"dy [{n}, {m}] x W [{m}, {k}] bf16 -> dx" : $"dy [{n}, {m}]^T x x [{n}, {k}] -> dW") +
+               $", alpha {alpha}{(accumulate ? ", accumulate" : "")}, {(exact ? "bf16-valued" : "any")} F32 inputs, " +
+               $"{(m % 8 == 0 && k % 8 == 0 ? "cp.async" : "register-staged")} tiles");
+        var dyv = c.Random(n * m, 1f);
+        var other = c.Random(input ? m * k : n * k, 1f);
+        if (exact || input) other = other.Select(Bf16.Round).ToArray();   // W is bf16 as stored
+        if (exact) dyv = dyv.Select(Bf16.Round).ToArray();
+        var y0 = accumulate ? c.Random(rows * k, 1f) : new float[rows * k];
+        var tdy = c.Up(dyv, DType.F32, n, m);
+        var tb = c.Up(other, input ? DType.BF16 : DType.F32, input ? m : n, k);
+        var ty = c.Up(y0, DType.F32, rows, k);
+        var cdy = c.UpCpu(dyv, DType.F32, n, m);
+        var cb = c.UpCpu(other, DType.F32, input ? m : n, k);
+        var cy = c.UpCpu(y0, DType.F32, rows, k);
+        void Run()
+        {
+            bool was = c.Device.Bf16Activations;
+            c.Device.Bf16Activations = true;
+            try
+            {
+                if (input) c.Device.MatMulBackwardInput(tdy, tb, ty, alpha, accumulate);
+                else c.Device.MatMulBackwardWeight(tdy, tb, ty, alpha, accumulate);
+            }
+            finally
+            {
+                c.Device.Bf16Activations = was;
+            }
+        }
+        Run();
+        var ops = (ITrainingOps)c.Cpu;
+        if (input) ops.MatMulBackwardInput(cdy, cb, cy, alpha, accumulate);
+        else ops.MatMulBackwardWeight(cdy, cb, cy, alpha, accumulate);
+        c.Timed = Run;
+        if (exact) return c.Compare(ty, cy, 2e-5f * MathF.Sqrt(inner), 1e-5f);
+        double f = Tolerance.Bf16StagedSumFactor(inner, input ? 1 : 2);
+        var allowed = new double[rows * k];
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < k; j++)
+            {
+                double mag = 0;
+                if (input) for (int i = 0; i < m; i++) mag += Math.Abs((double)dyv[r * m + i] * other[i * k + j]);
+                else for (int i = 0; i < n; i++) mag += Math.Abs((double)dyv[i * m + r] * other[i * k + j]);
+                allowed[r * k + j] = f * (Math.Abs(alpha) * mag + Math.Abs(y0[r * k + j]));
+            }
+        return Tolerance.Compare(c.Get(ty), c.Get(cy), allowed, 2e-7f);
     }
 
     /// <summary>The chunked lm_head cross-entropy (loss, dh, dW, the weighted total) against CpuOps.LmHeadCrossEntropy.</summary>
@@ -1127,6 +1205,80 @@ public static class KernelChecks
         c.Device.SampleTopP(tx, temperature, topP, tu, ids);
         c.Timed = () => c.Device.SampleTopP(tx, temperature, topP, tu, ids);
         return Tolerance.CompareExact(c.GetInts(ids), expected);
+    }
+
+    /// <summary>
+    /// sample_rows against a double-precision twin of its rule (temperature, top-k with ties kept, top-p over the
+    /// top-k mass with ties kept, then the first token whose running sum passes u * nucleus mass) and of its random
+    /// number, the hash of (seed, slot, position + 1).
+    /// </summary>
+    private static Comparison SampleRows(CheckContext c, int topK, float topP, bool wide = false)
+    {
+        // wide: a vocabulary past CudaBackend.SampleRowsWideVocab, where the kernel runs 1024 threads per row
+        int rows = wide ? c.Pick(3, 2) : c.Pick(8, 6);
+        int v = wide ? c.Pick(32768, CudaBackend.SampleRowsWideVocab + 3627) : c.Pick(2048, 999);
+        const float temperature = 0.8f;
+        const ulong seed = 0x5EED1234UL;
+        c.Note($"[{rows}, {v}], temperature {temperature}, top-k {topK}, top-p {topP}");
+        var x = c.Random(rows * v, 6f);
+        var slots = new int[rows];
+        var positions = new int[rows];
+        var expected = new int[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            slots[r] = r % 3;
+            positions[r] = 7 * r + 1;
+            var row = x.AsSpan(r * v, v);
+            float mx = float.NegativeInfinity;
+            foreach (var l in row) mx = Math.Max(mx, l);
+            var p = new double[v];
+            for (int j = 0; j < v; j++) p[j] = Math.Exp((row[j] - mx) / (double)temperature);
+            var sorted = p.OrderByDescending(q => q).ToArray();
+            double tau = topK > 0 && topK < v ? sorted[topK - 1] : 0;
+            double kept = p.Where(q => q >= tau).Sum();
+            if (topP < 1)
+            {
+                double run = 0;
+                foreach (var q in sorted)
+                {
+                    run += q;
+                    tau = q;
+                    if (run >= topP * kept) break;
+                }
+            }
+            double mass = p.Where(q => q >= tau).Sum(), goal = SampleUniform(seed, slots[r], positions[r] + 1) * mass, acc = 0;
+            expected[r] = -1;
+            for (int j = 0; j < v && expected[r] < 0; j++)
+            {
+                if (p[j] < tau) continue;
+                acc += p[j];
+                if (acc > goal) expected[r] = j;
+            }
+        }
+        var tx = c.Up(x, DType.F32, rows, v);
+        var ts = c.Device.Allocate(DType.I32, rows);
+        var tp = c.Device.Allocate(DType.I32, rows);
+        var ids = c.Device.Allocate(DType.I32, rows);
+        c.Own(ts, tp, ids);
+        c.Device.Upload<int>(slots, ts);
+        c.Device.Upload<int>(positions, tp);
+        c.Device.SampleRows(tx, temperature, topK, topP, seed, ts, tp, ids);
+        c.Timed = () => c.Device.SampleRows(tx, temperature, topK, topP, seed, ts, tp, ids);
+        return Tolerance.CompareExact(c.GetInts(ids), expected);
+    }
+
+    /// <summary>The random number of sample_rows (native/kernels/sampling.cu, sr_uniform): 24 bits of a splitmix64 hash.</summary>
+    public static float SampleUniform(ulong seed, int slot, int position)
+    {
+        static ulong Mix(ulong z)
+        {
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            return z ^ (z >> 31);
+        }
+        ulong h = Mix(seed + 0x9E3779B97F4A7C15UL * (uint)(slot + 1));
+        h = Mix(h + 0xD1B54A32D192ED03UL * (uint)(position + 1));
+        return (h >> 40) * (1f / 16777216f);
     }
 
     // ---- helpers ------------------------------------------------------------------------------------

@@ -59,7 +59,37 @@ public static class Tolerance
         return (scale * ds * maxAbsK + 2e-5f, scale * ds * maxAbsQ * maxColumnMass + 2e-5f, u * maxAbsDy * maxColumnMass + 2e-5f);
     }
 
-    public static Comparison Compare(ReadOnlySpan<float> got, ReadOnlySpan<float> reference, float atol, float rtol)
+
+    /// <summary>
+    /// The bound for a sum of <paramref name="k"/> products whose factors were rounded to bf16 on the way in (the
+    /// tensor-core GEMMs over F32 activations), against the same sum of the unrounded F32 factors summed in fp32
+    /// elsewhere (the CPU backend). Round to nearest moves a factor by at most 2^-8 of itself (half of
+    /// <see cref="Bf16Epsilon"/>), so a product with <paramref name="roundedFactors"/> (1 or 2) rounded factors moves
+    /// by at most (1 + 2^-8)^r - 1 of itself; each side's fp32 sum of k + 1 terms (the products and the accumulated
+    /// output) is off by at most gamma = (k + 1) 2^-24 / (1 - (k + 1) 2^-24) of the sum of their magnitudes.
+    /// Returns f such that |got - ref| &lt;= f * sum_i |a_i b_i| is guaranteed; a missing or wrong term of the order
+    /// of its peers exceeds it whenever k is well below 2^8 / r.
+    /// </summary>
+    public static double Bf16StagedSumFactor(int k, int roundedFactors)
+    {
+        if (roundedFactors is not (1 or 2)) throw new ArgumentOutOfRangeException(nameof(roundedFactors), roundedFactors, "1 or 2");
+        double u = Bf16Epsilon / 2.0, staged = Math.Pow(1 + u, roundedFactors) - 1;
+        double u32 = Math.ScaleB(1.0, -24), gamma = (k + 1) * u32 / (1 - (k + 1) * u32);
+        return staged + gamma * (2 + staged);
+    }
+
+    /// <summary>As the scalar form, with an allowance per element: element i passes when |got - ref| &lt;= atol[i] + rtol * |ref|.</summary>
+    public static Comparison Compare(ReadOnlySpan<float> got, ReadOnlySpan<float> reference, ReadOnlySpan<double> atol, float rtol)
+    {
+        if (atol.Length != reference.Length)
+            throw new ArgumentException($"{atol.Length} allowances for a reference of {reference.Length}");
+        return Compare(got, reference, 0f, atol, rtol);
+    }
+
+    public static Comparison Compare(ReadOnlySpan<float> got, ReadOnlySpan<float> reference, float atol, float rtol) =>
+        Compare(got, reference, atol, [], rtol);
+
+    private static Comparison Compare(ReadOnlySpan<float> got, ReadOnlySpan<float> reference, float scalarAtol, ReadOnlySpan<double> atolPer, float rtol)
     {
         if (got.Length != reference.Length)
             throw new ArgumentException($"comparing {got.Length} values against a reference of {reference.Length}");
@@ -80,15 +110,16 @@ public static class Tolerance
             }
             double err = Math.Abs((double)g - r);
             if (double.IsNaN(err)) err = double.PositiveInfinity;
-            double allowed = atol + rtol * Math.Abs((double)r);
+            double allowed = (atolPer.IsEmpty ? scalarAtol : atolPer[i]) + rtol * Math.Abs((double)r);
             double ratio = allowed > 0 ? err / allowed : (err > 0 ? double.PositiveInfinity : 0);
             if (err > allowed) failures++;
             if (err > maxError) maxError = err;
             if (ratio > worstRatio) { worstRatio = ratio; worst = i; }
         }
+        double worstAtol = atolPer.IsEmpty ? scalarAtol : worst >= 0 ? atolPer[worst] : 0;
         return new Comparison(got.Length, failures, maxError, worst,
             worst >= 0 ? got[worst] : 0, worst >= 0 ? reference[worst] : 0,
-            worst >= 0 && float.IsFinite(reference[worst]) ? atol + rtol * Math.Abs(reference[worst]) : atol);
+            worst >= 0 && float.IsFinite(reference[worst]) ? worstAtol + rtol * Math.Abs(reference[worst]) : worstAtol);
     }
 
     /// <summary>Integer results (token ids, indices) compared exactly.</summary>

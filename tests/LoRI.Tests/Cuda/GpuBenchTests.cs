@@ -32,6 +32,17 @@ public class GpuBenchTests
             Assert.That(g.GetProperty("max_abs_diff_vs_tiled").GetDouble(), Is.LessThan(1e-4));
             Assert.That(g.GetProperty("cublas").GetString(), Does.Contain("emulator"));
         }
+        var backward = r.GetProperty("gemm_backward").EnumerateArray().ToArray();
+        Assert.That(backward, Has.Length.EqualTo(2));
+        foreach (var g in backward)
+        {
+            foreach (var f in new[] { "input_tensor_core_tflops", "input_simt_tflops", "weight_tensor_core_tflops", "weight_simt_tflops" })
+                Assert.That(g.GetProperty(f).GetDouble(), Is.GreaterThan(0), f);
+            // bf16-staged against fp32: dx rounds dy (|dy W| terms <= 0.05, at most 96 of them), dW rounds dy and x
+            // (terms <= 1, 24 tokens); Bf16StagedSumFactor's 2^-8 per rounded factor bounds the differences below these
+            Assert.That(g.GetProperty("input_max_abs_diff_vs_simt").GetDouble(), Is.LessThan(96 * 0.05 / 256 * 1.1));
+            Assert.That(g.GetProperty("weight_max_abs_diff_vs_simt").GetDouble(), Is.LessThan(24 * 2.0 / 256 * 1.1));
+        }
         Assert.That(r.GetProperty("attention").GetProperty("forward_tflops").GetDouble(), Is.GreaterThan(0));
         Assert.That(r.GetProperty("attention").GetProperty("backward_tflops").GetDouble(), Is.GreaterThan(0));
         var attention = r.GetProperty("attention");
