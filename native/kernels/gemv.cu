@@ -8,6 +8,8 @@
 // memory across the K parts. Split-K keeps enough warps busy when M is small (e.g. a LoRA shrink, M = rank).
 // gemv_bf16 needs K % 8 == 0 and 16-byte aligned x and W; gemv_bf16_ragged reads one element at a time.
 // Grid ceil(M / (8 / ksplit)), block 256.
+// At the end of the file: the same GEMV with a LoRA adapter folded in (gemv_shrink_bf16: A's rows as extra output
+// rows; gemv_lora_bf16: the expand in the epilogue), the decode half of the op `linear_lora` (CudaBackend.LinearLora.cs).
 #include "../include/lori_cuda.cuh"
 
 #define GEMV_MAX_TOKENS 4
@@ -142,7 +144,7 @@ extern "C" __global__ void gemv_bf16_ragged(const float* x, const bf16* w, float
 }
 LORI_KERNEL(gemv_bf16_ragged)
 
-// ---- the linear op with a LoRA adapter for decode (see the header of this section) ----
+// ---- the linear op with a LoRA adapter, for decode (`linear_lora`, CudaBackend.LinearLora.cs) ----
 // gemv_lora_bf16: y = alpha * x W^T + t B^T (+ y): the GEMV above with the adapter's expand in its epilogue;
 //   t = scale * x A^T f32 [n, r] comes first (lora_shrink). B dense f32 [M, r] (form 0) or compact (form 1:
 //   row_start i32 [M + 1], cols u8, values f32). Grid and block as gemv_bf16. (variant "GEMV epilogue")
