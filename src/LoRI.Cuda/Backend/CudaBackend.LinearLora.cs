@@ -31,7 +31,8 @@ public enum LoraPrefillVariant
 
 /// <summary>
 /// The op `linear_lora`: y = x W^T + sum_i s_i B_i (A_i x) with the first adapter folded into the base product's
-/// passes (the others run as lora_apply after it). Chosen by shape as MatMul is:
+/// passes; the others follow it (decode: lora_apply; tensor cores: the shrink alone, then y += u B^T, both on tensor
+/// cores from the same bf16 x). Chosen by shape as MatMul is:
 ///  - bf16 W, at most <see cref="GemvMaxTokens"/> rows (decode): <see cref="LinearLoraDecode"/>, fp32 throughout
 ///    (the same arithmetic as MatMul + lora_apply);
 ///  - bf16 W, at least <see cref="TensorCoreMinTokens"/> rows with <see cref="Bf16Activations"/>:
@@ -72,19 +73,25 @@ public sealed unsafe partial class CudaBackend : ILinearAdapterOps
         }
         if (n == 0 || m == 0) return;
 
-        int rest = 1;
         var first = terms[0];
         if (w.DType == DType.BF16 && n <= GemvMaxTokens && LinearLoraDecode != LoraDecodeVariant.Unfused)
-            LinearLoraGemv(x, w, first.Factors, first.Scale, y, n, m, k, LinearLoraDecode);
-        else if (w.DType == DType.BF16 && n >= TensorCoreMinTokens && Bf16Activations && LinearLoraPrefill != LoraPrefillVariant.Unfused)
-            LinearLoraTensorCore(x, w, first.Factors, first.Scale, y, n, m, k, LinearLoraPrefill);
-        else
         {
-            MatMul(x, w, y);
-            rest = 0;
+            LinearLoraGemv(x, w, first.Factors, first.Scale, y, n, m, k, LinearLoraDecode);
+            for (int i = 1; i < terms.Length; i++)
+                if (terms[i].Scale != 0) LoraApply(x, terms[i].Factors, terms[i].Scale, y);
+            return;
         }
-        for (int i = rest; i < terms.Length; i++)
-            if (terms[i].Scale != 0) LoraApply(x, terms[i].Factors, terms[i].Scale, y);
+        if (w.DType == DType.BF16 && n >= TensorCoreMinTokens && Bf16Activations && LinearLoraPrefill != LoraPrefillVariant.Unfused)
+        {
+            var xb = LinearLoraTensorCore(x, w, first.Factors, first.Scale, y, n, m, k, LinearLoraPrefill);
+            // further adapters on tensor cores too, from the same bf16 x: the shrink alone, then y += u B^T
+            for (int i = 1; i < terms.Length; i++)
+                if (terms[i].Scale != 0) LoraTensorCore(xb, terms[i].Factors, terms[i].Scale, y, n, m, k);
+            return;
+        }
+        MatMul(x, w, y);
+        foreach (var t in terms)
+            if (t.Scale != 0) LoraApply(x, t.Factors, t.Scale, y);
     }
 
     private void LinearLoraGemv(Tensor x, Tensor w, LoraFactors f, float scale, Tensor y, int n, int m, int k, LoraDecodeVariant variant)
@@ -113,31 +120,50 @@ public sealed unsafe partial class CudaBackend : ILinearAdapterOps
         Launch("gemv", gvec ? "gemv_lora_bf16" : "gemv_lora_bf16_ragged", (m + rowsPerBlock - 1) / rowsPerBlock, 256, 0, ref g);
     }
 
-    private void LinearLoraTensorCore(Tensor x, Tensor w, LoraFactors f, float scale, Tensor y, int n, int m, int k, LoraPrefillVariant variant)
+    /// <summary>The first adapter folded into the tensor-core GEMM; returns x in bf16 (scratch) for further adapters.</summary>
+    private Tensor LinearLoraTensorCore(Tensor x, Tensor w, LoraFactors f, float scale, Tensor y, int n, int m, int k, LoraPrefillVariant variant)
     {
         int r = f.Rank;
         var ab = Bf16A(f);
         var bb = Bf16B(f);
         var xb = Scratch("matmul_x_bf16", DType.BF16, (long)n * k).Reshape(n, k);
-        var u = Scratch("lora_u_bf16", DType.BF16, (long)n * r).Reshape(n, r);
         Cast(x.Reshape(n, k), xb);
-        bool aligned = k % 8 == 0 && r % 8 == 0 && xb.Pointer % 16 == 0 && w.Pointer % 16 == 0 && ab.Pointer % 16 == 0
-                       && u.Pointer % 16 == 0 && bb.Pointer % 16 == 0;
-        // ShrinkRows: y and u from one GEMM over [W; A]; KConcat: u alone (no W columns)
-        int baseCols = variant == LoraPrefillVariant.ShrinkRows ? m : 0;
-        var s = new KernelArgs();
-        s.Add(xb); s.Add(w); s.Add(ab); s.Add(y); s.Add(u); s.Add(n); s.Add(baseCols); s.Add(r); s.Add(k); s.Add(1f); s.Add(scale); s.Add(0);
-        var sgrid = new Dim3((uint)((baseCols + r + GemmTcTile - 1) / GemmTcTile), (uint)((n + GemmTcTile - 1) / GemmTcTile));
-        Launch("gemm_tc", aligned ? "gemm_tc_shrink_bf16" : "gemm_tc_shrink_bf16_ragged", sgrid, 256, GemmTcSmemBytes, ref s);
+        // ShrinkRows: y and u from one GEMM over [W; A]; KConcat: u alone (no W columns), then [x | u] [W | B]^T
+        var u = ShrinkTensorCore(xb, w, ab, y, variant == LoraPrefillVariant.ShrinkRows ? m : 0, scale, n, r, k);
         if (variant == LoraPrefillVariant.ShrinkRows)
         {
             GemmTcLaunch(u, bb, y, n, m, r, 1f, accumulate: true);
-            return;
+            return xb;
         }
+        bool aligned = k % 8 == 0 && r % 8 == 0 && xb.Pointer % 16 == 0 && w.Pointer % 16 == 0 && u.Pointer % 16 == 0 && bb.Pointer % 16 == 0;
         var a = new KernelArgs();
         a.Add(xb); a.Add(w); a.Add(u); a.Add(bb); a.Add(y); a.Add(n); a.Add(m); a.Add(k); a.Add(r); a.Add(1f); a.Add(0);
         var grid = new Dim3((uint)((m + GemmTcTile - 1) / GemmTcTile), (uint)((n + GemmTcTile - 1) / GemmTcTile));
         Launch("gemm_tc", aligned ? "gemm_tc_lora_bf16" : "gemm_tc_lora_bf16_ragged", grid, 256, GemmTcSmemBytes, ref a);
+        return xb;
+    }
+
+    /// <summary>y += scale * B (A x) on tensor cores from x already in bf16: the shrink alone, then y += u B^T (K = rank).</summary>
+    private void LoraTensorCore(Tensor xb, LoraFactors f, float scale, Tensor y, int n, int m, int k)
+    {
+        var u = ShrinkTensorCore(xb, f.A, Bf16A(f), y, 0, scale, n, f.Rank, k);
+        GemmTcLaunch(u, Bf16B(f), y, n, m, f.Rank, 1f, accumulate: true);
+    }
+
+    /// <summary>
+    /// gemm_tc_shrink_bf16: y = x W^T over the first <paramref name="baseCols"/> columns (0: none, W unused) and
+    /// u = bf16(scale * x A^T) into scratch, which it returns ([n, rank] BF16).
+    /// </summary>
+    private Tensor ShrinkTensorCore(Tensor xb, Tensor w, Tensor ab, Tensor y, int baseCols, float scale, int n, int r, int k)
+    {
+        var u = Scratch("lora_u_bf16", DType.BF16, (long)n * r).Reshape(n, r);
+        bool aligned = k % 8 == 0 && r % 8 == 0 && xb.Pointer % 16 == 0 && (baseCols == 0 || w.Pointer % 16 == 0) && ab.Pointer % 16 == 0
+                       && u.Pointer % 16 == 0;
+        var s = new KernelArgs();
+        s.Add(xb); s.Add(w); s.Add(ab); s.Add(y); s.Add(u); s.Add(n); s.Add(baseCols); s.Add(r); s.Add(k); s.Add(1f); s.Add(scale); s.Add(0);
+        var grid = new Dim3((uint)((baseCols + r + GemmTcTile - 1) / GemmTcTile), (uint)((n + GemmTcTile - 1) / GemmTcTile));
+        Launch("gemm_tc", aligned ? "gemm_tc_shrink_bf16" : "gemm_tc_shrink_bf16_ragged", grid, 256, GemmTcSmemBytes, ref s);
+        return u;
     }
 
     /// <summary>A as bf16 [Rank, In], converted once and kept with the factors.</summary>

@@ -144,13 +144,15 @@ public class LinearLoraTests
     /// <summary>
     /// The tiny model with two unmerged adapters (a LoRI-S one, compact B, and a dense one, unequal weights) on the emulator
     /// against the CPU: the prefill and every decode step, through each decode variant; with bf16 activations the prefill
-    /// runs the tensor-core variants (looser tolerance: every projection input is rounded to bf16, as in CudaModelTests).
+    /// runs the tensor-core variants (looser tolerance: every projection input is rounded to bf16, as in CudaModelTests,
+    /// and so are the adapters' A, B and u).
     /// </summary>
     [TestCase(LoraDecodeVariant.ShrinkRows, LoraPrefillVariant.ShrinkRows, false, 1e-4f, 1e-4f)]
     [TestCase(LoraDecodeVariant.GemvEpilogue, LoraPrefillVariant.ShrinkRows, false, 1e-4f, 1e-4f)]
     [TestCase(LoraDecodeVariant.Unfused, LoraPrefillVariant.Unfused, false, 1e-4f, 1e-4f)]
-    [TestCase(LoraDecodeVariant.ShrinkRows, LoraPrefillVariant.ShrinkRows, true, 3e-2f, 2e-2f)]
-    [TestCase(LoraDecodeVariant.GemvEpilogue, LoraPrefillVariant.KConcat, true, 3e-2f, 2e-2f)]
+    // bf16 activations: CudaModelTests' 3e-2 for the rounded projection inputs, plus both adapters' A, B and u rounded to bf16
+    [TestCase(LoraDecodeVariant.ShrinkRows, LoraPrefillVariant.ShrinkRows, true, 6e-2f, 2e-2f)]
+    [TestCase(LoraDecodeVariant.GemvEpilogue, LoraPrefillVariant.KConcat, true, 6e-2f, 2e-2f)]
     public void ModelWithTwoAdapters_MatchesTheCpu(LoraDecodeVariant decode, LoraPrefillVariant prefill, bool bf16Activations, float atol, float rtol)
     {
         var c = TestModels.Tiny();
