@@ -288,11 +288,13 @@ public sealed unsafe partial class CudaBackend : IBackend
         ExpectLength("attention", "q", q, (long)n * heads * headDim);
         ExpectLength("attention", "y", y, (long)n * heads * headDim);
         if (n == 0) return;
+        if (TryTensorCoreAttention(q, kCache, vCache, slots, positions, heads, kvHeads, headDim, y, n)) return;
         if (TryFlashAttention(q, kCache, vCache, slots, positions, heads, kvHeads, headDim, y, n)) return;
         int s = kCache.Shape[0], t = kCache.Shape[1];
         var a = new KernelArgs();
         a.Add(q); a.Add(kCache); a.Add(vCache); a.Add(slots); a.Add(positions); a.Add(y);
         a.Add(heads); a.Add(kvHeads); a.Add(headDim); a.Add(s); a.Add(t); a.Add(1f / MathF.Sqrt(headDim));
+        LastAttentionKernel = "attention_forward";
         Launch("attention", "attention_forward", new Dim3((uint)n, (uint)heads), _blockSize, (t + headDim) * sizeof(float), ref a);
     }
 

@@ -35,7 +35,7 @@ public sealed record GpuBenchOptions(LlamaConfig Config, int GemmTokens, int Att
 
 /// <summary>
 /// The GPU benchmarks of the CUDA backend, written as one JSON object: GEMM TFLOP/s of the tensor-core kernel
-/// (and the tiled baseline, and cuBLAS when libcublas is present), flash attention TFLOP/s, decode tokens/s of a
+/// (and the tiled baseline, and cuBLAS when libcublas is present), flash attention TFLOP/s (fp32 SIMT and tensor cores), decode tokens/s of a
 /// randomly initialised model built on the device (bf16 weights, CUDA-graph decode) with its fraction of the
 /// memory-bandwidth bound, prefill tokens/s, and the overhead of an unmerged LoRI-S adapter over the plain
 /// weights (merged weights have the base model's shapes, hence its speed) for every way of folding it into the
@@ -169,13 +169,39 @@ public static class GpuBench
         be.RandomFill(k, 4, 1f);
         be.RandomFill(v, 5, 1f);
         double flops = 4.0 * c.NumHeads * c.HeadDim * (s * (s + 1.0) / 2);  // causal: QK^T and PV over the lower triangle
-        double fwd = Seconds(be, o.Repeats, () => be.AttentionForwardWithLse(q, k, v, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, y, lse));
-        double bwd = Seconds(be, Math.Max(1, o.Repeats / 2), () => be.AttentionBackward(q, k, v, y, lse, y, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, dq, dk, dv));
-        w.WriteStartObject("attention");
-        w.WriteString("shape", $"1 x {s} tokens, causal, {c.NumHeads}/{c.NumKvHeads} heads x {c.HeadDim}, fp32");
-        Num(w, "forward_tflops", flops / fwd / 1e12);
-        Num(w, "backward_tflops", 2.5 * flops / bwd / 1e12);
-        w.WriteEndObject();
+        bool was = be.UseTensorCoreAttention;
+        try
+        {
+            // the fp32 SIMT kernels (the baseline), then the tensor-core ones on the same inputs
+            be.UseTensorCoreAttention = false;
+            double fwd = Seconds(be, o.Repeats, () => be.AttentionForwardWithLse(q, k, v, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, y, lse));
+            double bwd = Seconds(be, Math.Max(1, o.Repeats / 2), () => be.AttentionBackward(q, k, v, y, lse, y, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, dq, dk, dv));
+            w.WriteStartObject("attention");
+            w.WriteString("shape", $"1 x {s} tokens, causal, {c.NumHeads}/{c.NumKvHeads} heads x {c.HeadDim}, fp32 in memory");
+            Num(w, "forward_tflops", flops / fwd / 1e12);
+            Num(w, "backward_tflops", 2.5 * flops / bwd / 1e12);
+            if (CudaBackend.TensorCoreAttentionFits(c.HeadDim))
+            {
+                be.UseTensorCoreAttention = true;
+                using var yTc = be.Allocate(DType.F32, s, qd);
+                using var lseTc = be.Allocate(DType.F32, s, c.NumHeads);
+                double tcFwd = Seconds(be, o.Repeats, () => be.AttentionForwardWithLse(q, k, v, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, yTc, lseTc));
+                string kernel = be.LastAttentionKernel;
+                double tcBwd = Seconds(be, Math.Max(1, o.Repeats / 2), () => be.AttentionBackward(q, k, v, yTc, lseTc, yTc, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, dq, dk, dv));
+                w.WriteString("tensor_core_kernel", kernel);
+                Num(w, "tensor_core_forward_tflops", flops / tcFwd / 1e12);
+                Num(w, "tensor_core_backward_tflops", 2.5 * flops / tcBwd / 1e12);
+                Num(w, "tensor_core_forward_speedup", fwd / tcFwd);
+                Num(w, "tensor_core_backward_speedup", bwd / tcBwd);
+                Num(w, "tensor_core_max_abs_diff_vs_simt", MaxAbsDiff(be, yTc, y));
+            }
+            else w.WriteString("tensor_core", $"head dim {c.HeadDim}: the tensor-core kernels take multiples of 16 up to {CudaBackend.TensorCoreAttentionMaxHeadDim}");
+            w.WriteEndObject();
+        }
+        finally
+        {
+            be.UseTensorCoreAttention = was;
+        }
     }
 
     /// <summary>Bytes one decode step must read: every weight once (the embedding: one row) and the KV cache so far.</summary>

@@ -53,10 +53,19 @@ public static class KernelChecks
         new("flash_attention_forward", c => Attention(c, flash: true, splits: 1, decode: false)),
         new("flash_attention_decode_split3", c => Attention(c, flash: true, splits: 3, decode: true)),
         new("flash_attention_decode_auto", c => Attention(c, flash: true, splits: 0, decode: true)),
-        new("flash_attention_train_forward", c => TrainAttentionForward(c, TrainAttentionShape(c))),
-        new("flash_attention_backward", c => TrainAttentionBackward(c, TrainAttentionShape(c))),
+        new("flash_attention_train_forward", c => Simt(c, () => TrainAttentionForward(c, TrainAttentionShape(c)))),
+        new("flash_attention_backward", c => Simt(c, () => TrainAttentionBackward(c, TrainAttentionShape(c)))),
         new("flash_attention_decode_hd128_group4", FlashDecodeLlamaHeads),
-        new("flash_attention_backward_hd256_group8", c => TrainAttentionBackward(c, (1, c.Pick(32, 33), 8, 1, 256))),
+        new("flash_attention_backward_hd256_group8", c => Simt(c, () => TrainAttentionBackward(c, (1, c.Pick(32, 33), 8, 1, 256)))),
+        new("flash_attention_tc_forward_hd64_group2", c => TensorCore(c, () => TcTrainForward(c, (2, c.Pick(128, 45), 4, 2, 64)))),
+        new("flash_attention_tc_forward_hd16_group4", c => TensorCore(c, () => TcTrainForward(c, (2, c.Pick(128, 77), 8, 2, 16)))),
+        new("flash_attention_tc_forward_hd128_group1", c => TensorCore(c, () => TcTrainForward(c, (1, c.Pick(128, 70), 2, 2, 128)))),
+        new("flash_attention_tc_forward_f32_inputs", c => TensorCore(c, () => TcTrainForward(c, (2, c.Pick(64, 50), 4, 2, c.Pick(64, 32)), bf16Inputs: false))),
+        new("flash_attention_tc_backward_hd64_group2", c => TensorCore(c, () => TcTrainBackward(c, (2, c.Pick(128, 45), 4, 2, 64)))),
+        new("flash_attention_tc_backward_hd16_group4", c => TensorCore(c, () => TcTrainBackward(c, (2, c.Pick(128, 77), 8, 2, 16)))),
+        new("flash_attention_tc_backward_hd128_group1", c => TensorCore(c, () => TcTrainBackward(c, (1, c.Pick(128, 70), 2, 2, 128)))),
+        new("flash_attention_tc_prefill_group2", c => TensorCore(c, () => TcPrefill(c, 4, c.Pick(64, 48)))),
+        new("flash_attention_tc_prefill_group4", c => TensorCore(c, () => TcPrefill(c, 8, c.Pick(128, 16)))),
         new("lora_apply_dense_decode", c => LoraApply(c, LoraBForm.Dense, decode: true)),
         new("lora_apply_dense_prefill", c => LoraApply(c, LoraBForm.Dense, decode: false)),
         new("lora_apply_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true)),
@@ -485,13 +494,57 @@ public static class KernelChecks
         c.Device.AttentionSplits = splits;
         try
         {
-            return AttentionRun(c, s, t, kvHeads, heads, hd, n);
+            return Simt(c, () => AttentionRun(c, s, t, kvHeads, heads, hd, n));
         }
         finally
         {
             c.Device.UseFlashAttention = wasFlash;
             c.Device.AttentionSplits = wasSplits;
         }
+    }
+
+    /// <summary>Runs a check of the fp32 SIMT attention kernels with the tensor-core ones switched off.</summary>
+    private static Comparison Simt(CheckContext c, Func<Comparison> run) => WithTensorCoreAttention(c, false, run);
+
+    /// <summary>Runs a check of the tensor-core attention kernels (switched on, whatever the device's default).</summary>
+    private static Comparison TensorCore(CheckContext c, Func<Comparison> run) => WithTensorCoreAttention(c, true, run);
+
+    private static Comparison WithTensorCoreAttention(CheckContext c, bool on, Func<Comparison> run)
+    {
+        bool was = c.Device.UseTensorCoreAttention;
+        c.Device.UseTensorCoreAttention = on;
+        try
+        {
+            var cmp = run();
+            // the timing runs later, under the device's default: pin the choice there too
+            var timed = c.Timed;
+            if (timed is not null)
+                c.Timed = () =>
+                {
+                    bool before = c.Device.UseTensorCoreAttention;
+                    c.Device.UseTensorCoreAttention = on;
+                    try
+                    {
+                        timed();
+                    }
+                    finally
+                    {
+                        c.Device.UseTensorCoreAttention = before;
+                    }
+                };
+            return cmp;
+        }
+        finally
+        {
+            c.Device.UseTensorCoreAttention = was;
+        }
+    }
+
+    /// <summary>Throws unless the device's last attention call ran the expected kernel (a shape that falls back would test nothing new).</summary>
+    private static void ExpectKernel(CheckContext c, string name)
+    {
+        if (c.Device.LastAttentionKernel != name)
+            throw new InvalidOperationException($"expected the kernel {name}, the backend ran {c.Device.LastAttentionKernel}");
     }
 
     private static Comparison AttentionRun(CheckContext c, int s, int t, int kvHeads, int heads, int hd, int n)
@@ -535,7 +588,7 @@ public static class KernelChecks
         c.Device.AttentionSplits = 2;
         try
         {
-            return AttentionRun(c, 2, t, 2, 8, 128, 2);
+            return Simt(c, () => AttentionRun(c, 2, t, 2, 8, 128, 2));
         }
         finally
         {
@@ -601,6 +654,152 @@ public static class KernelChecks
         return Tolerance.Compare(c.Get(tdq), rdq, 2e-5f, 1e-4f)
             .And(Tolerance.Compare(c.Get(tdk), rdk, 2e-5f, 1e-4f))
             .And(Tolerance.Compare(c.Get(tdv), rdv, 2e-5f, 1e-4f));
+    }
+
+    /// <summary>Random values in [-1, 1] that are bf16 numbers, so staging them in bf16 is exact (see Tolerance.Bf16AttentionForward).</summary>
+    private static float[] Bf16Values(CheckContext c, int n) => c.Random(n, 1f).Select(Bf16.Round).ToArray();
+
+    private static float MaxAbs(float[] a) => a.Length == 0 ? 0 : a.Max(MathF.Abs);
+
+    /// <summary>
+    /// The tensor-core training forward against CpuOps.AttentionForwardWithLse, on bf16-valued inputs, or on any
+    /// fp32 values (then the bound of staging them, Tolerance.Bf16AttentionForwardStaged, applies).
+    /// </summary>
+    private static Comparison TcTrainForward(CheckContext c, (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) shape, bool bf16Inputs = true)
+    {
+        var (b, t, heads, kvh, hd) = shape;
+        int n = b * t;
+        c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}, {(bf16Inputs ? "bf16-valued" : "fp32")} inputs, tensor cores");
+        var q = bf16Inputs ? Bf16Values(c, n * heads * hd) : c.Random(n * heads * hd, 1f);
+        var k = bf16Inputs ? Bf16Values(c, n * kvh * hd) : c.Random(n * kvh * hd, 1f);
+        var v = bf16Inputs ? Bf16Values(c, n * kvh * hd) : c.Random(n * kvh * hd, 1f);
+        var ry = new float[q.Length];
+        var rl = new float[n * heads];
+        CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, ry, rl);
+        var tq = c.Up(q, DType.F32, n, heads * hd);
+        var tk = c.Up(k, DType.F32, n, kvh * hd);
+        var tv = c.Up(v, DType.F32, n, kvh * hd);
+        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tl = c.Device.Allocate(DType.F32, n, heads);
+        c.Own(ty, tl);
+        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        ExpectKernel(c, $"flash_attention_tc_forward_d{hd}");
+        c.Timed = () => c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        // the log-sum-exp is fp32 on exact scores for bf16 inputs (unrounded P in the sum); staged scores move it by at most their own error
+        float ds = bf16Inputs ? 0 : Tolerance.Bf16StagedScoreError(MaxAbs(q), MaxAbs(k), hd);
+        float yTol = bf16Inputs ? Tolerance.Bf16AttentionForward(MaxAbs(v)) : Tolerance.Bf16AttentionForwardStaged(MaxAbs(v), ds);
+        return Tolerance.Compare(c.Get(ty), ry, yTol, 1e-4f).And(Tolerance.Compare(c.Get(tl), rl, ds + 1e-5f, 1e-5f));
+    }
+
+    /// <summary>
+    /// The tensor-core backward against CpuOps.AttentionBackward, on bf16-valued inputs, from the device's own
+    /// forward; the allowance (Tolerance.Bf16AttentionBackward) takes max |dy.v| and the largest column mass of P
+    /// from the reference in double precision.
+    /// </summary>
+    private static Comparison TcTrainBackward(CheckContext c, (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) shape)
+    {
+        var (b, t, heads, kvh, hd) = shape;
+        int n = b * t, group = heads / kvh;
+        c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}, tensor cores");
+        var q = Bf16Values(c, n * heads * hd);
+        var k = Bf16Values(c, n * kvh * hd);
+        var v = Bf16Values(c, n * kvh * hd);
+        var dyv = Bf16Values(c, n * heads * hd);
+        var ry = new float[q.Length];
+        var rl = new float[n * heads];
+        CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, ry, rl);
+        var rdq = new float[q.Length];
+        var rdk = new float[k.Length];
+        var rdv = new float[v.Length];
+        CpuOps.AttentionBackward(q, k, v, rl, dyv, b, t, heads, kvh, hd, rdq, rdk, rdv);
+
+        double scale = 1 / Math.Sqrt(hd), maxDp = 0;
+        var mass = new double[n * kvh];
+        for (int s = 0; s < b; s++)
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < t; i++)
+                {
+                    long qi = ((long)(s * t + i) * heads + h) * hd;
+                    for (int j = 0; j <= i; j++)
+                    {
+                        long kj = ((long)(s * t + j) * kvh + h / group) * hd;
+                        double dot = 0, dp = 0;
+                        for (int d = 0; d < hd; d++)
+                        {
+                            dot += (double)q[qi + d] * k[kj + d];
+                            dp += (double)dyv[qi + d] * v[kj + d];
+                        }
+                        mass[(s * t + j) * kvh + h / group] += Math.Exp(dot * scale - rl[(s * t + i) * heads + h]);
+                        maxDp = Math.Max(maxDp, Math.Abs(dp));
+                    }
+                }
+        var tol = Tolerance.Bf16AttentionBackward((float)scale, (float)maxDp, (float)mass.Max(), MaxAbs(q), MaxAbs(k), MaxAbs(dyv));
+
+        var tq = c.Up(q, DType.F32, n, heads * hd);
+        var tk = c.Up(k, DType.F32, n, kvh * hd);
+        var tv = c.Up(v, DType.F32, n, kvh * hd);
+        var tdy = c.Up(dyv, DType.F32, n, heads * hd);
+        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tl = c.Device.Allocate(DType.F32, n, heads);
+        var tdq = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tdk = c.Device.Allocate(DType.F32, n, kvh * hd);
+        var tdv = c.Device.Allocate(DType.F32, n, kvh * hd);
+        c.Own(ty, tl, tdq, tdk, tdv);
+        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv);
+        ExpectKernel(c, $"flash_attention_tc_backward_dkdv_d{hd}");
+        c.Timed = () => c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv);
+        return Tolerance.Compare(c.Get(tdq), rdq, tol.Dq, 1e-4f)
+            .And(Tolerance.Compare(c.Get(tdk), rdk, tol.Dk, 1e-4f))
+            .And(Tolerance.Compare(c.Get(tdv), rdv, tol.Dv, 1e-4f));
+    }
+
+    /// <summary>
+    /// IBackend.Attention on tensor cores (a prefill: many tokens at once) against the CPU backend: a chunk of
+    /// consecutive positions of slot 1 ending at the cache's last position, then a few tokens at random slots and
+    /// positions (so a block of 64 rows walks two slots). bf16-valued q and cache. Then once more with the last
+    /// token's slot out of range: that row must be NaN and the others unchanged.
+    /// </summary>
+    private static Comparison TcPrefill(CheckContext c, int heads, int hd)
+    {
+        int s = 2, t = c.Pick(128, 100), kvHeads = 2, n = c.Pick(64, 37), chunk = n - 5;
+        c.Note($"{n} tokens ({chunk} consecutive, 5 scattered), {heads}/{kvHeads} heads of {hd}, cache [{s}, {t}], tensor cores");
+        var kv = Bf16Values(c, s * t * kvHeads * hd);
+        var vv = Bf16Values(c, s * t * kvHeads * hd);
+        var (dk, ck) = c.Both(kv, DType.F32, s, t, kvHeads * hd);
+        var (dv, cv) = c.Both(vv, DType.F32, s, t, kvHeads * hd);
+        var (dq, cq) = c.Both(Bf16Values(c, n * heads * hd), DType.F32, n, heads * hd);
+        var slots = new int[n];
+        var pos = new int[n];
+        for (int i = 0; i < n; i++)
+        {
+            bool inChunk = i < chunk;
+            slots[i] = inChunk ? 1 : c.Rng.Next(s);
+            pos[i] = inChunk ? t - chunk + i : c.Rng.Next(t);
+        }
+        var (dsl, csl) = c.BothInts(slots, n);
+        var (dp, cp) = c.BothInts(pos, n);
+        var dy = c.Device.Allocate(DType.F32, n, heads * hd);
+        var cy = c.Cpu.Allocate(DType.F32, n, heads * hd);
+        c.Own(dy, cy);
+        c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
+        ExpectKernel(c, $"flash_attention_tc_forward_d{hd}");
+        c.Cpu.Attention(cq, ck, cv, csl, cp, heads, kvHeads, hd, cy);
+        var cmp = c.Compare(dy, cy, Tolerance.Bf16AttentionForward(MaxAbs(vv)), 1e-4f);
+        // a token whose slot is out of range gets a NaN row (the CPU backend throws instead); the others are unchanged
+        var good = c.Get(dy);
+        var bad = (int[])slots.Clone();
+        bad[^1] = s;
+        c.Device.Upload<int>(bad, dsl);
+        c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
+        var got = c.Get(dy);
+        int width = heads * hd;
+        for (int e = 0; e < got.Length; e++)
+            if (e >= (n - 1) * width ? !float.IsNaN(got[e]) : got[e] != good[e])
+                throw new InvalidOperationException($"slot {s} (out of range) for the last token: element {e} is {got[e]}, expected {(e >= (n - 1) * width ? "NaN" : good[e])}");
+        c.Device.Upload<int>(slots, dsl);
+        c.Timed = () => c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
+        return cmp;
     }
 
     /// <summary>

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using LoRI.Cuda.Backend;
 using LoRI.Cuda.Bench;
+using LoRI.Cuda.Checks;
 
 namespace LoRI.Tests.Cuda;
 
@@ -33,6 +34,14 @@ public class GpuBenchTests
         }
         Assert.That(r.GetProperty("attention").GetProperty("forward_tflops").GetDouble(), Is.GreaterThan(0));
         Assert.That(r.GetProperty("attention").GetProperty("backward_tflops").GetDouble(), Is.GreaterThan(0));
+        var attention = r.GetProperty("attention");
+        Assert.That(attention.GetProperty("tensor_core_kernel").GetString(), Is.EqualTo("flash_attention_tc_forward_d16"));
+        Assert.That(attention.GetProperty("tensor_core_forward_tflops").GetDouble(), Is.GreaterThan(0));
+        Assert.That(attention.GetProperty("tensor_core_backward_tflops").GetDouble(), Is.GreaterThan(0));
+        // RandomFill values within [-1, 1], not bf16 values: the staged-input bound, plus the fp32 allowance of a reference near 1
+        var hd = GpuBenchOptions.Tiny.Config.HeadDim;
+        double allowed = Tolerance.Bf16AttentionForwardStaged(1f, Tolerance.Bf16StagedScoreError(1f, 1f, hd)) + 1e-4;
+        Assert.That(attention.GetProperty("tensor_core_max_abs_diff_vs_simt").GetDouble(), Is.GreaterThan(0).And.LessThanOrEqualTo(allowed));
         var decode = r.GetProperty("decode");
         Assert.That(decode.GetProperty("tokens_per_s").GetDouble(), Is.GreaterThan(0));
         Assert.That(decode.GetProperty("fraction_of_bandwidth_bound").GetDouble(), Is.GreaterThan(0));
