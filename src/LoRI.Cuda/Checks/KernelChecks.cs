@@ -72,6 +72,16 @@ public static class KernelChecks
         new("lora_apply_compact_prefill", c => LoraApply(c, LoraBForm.Compact, decode: false)),
         new("lora_apply_fused_dense_decode", c => LoraApply(c, LoraBForm.Dense, decode: true, fusedBlocks: 3)),
         new("lora_apply_fused_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true, fusedBlocks: 2)),
+        new("linear_lora_decode_shrink_rows_dense", c => LinearLora(c, LinearLoraPath.DecodeShrinkRows, [LoraBForm.Dense], [c.Pick(16, 13)])),
+        new("linear_lora_decode_shrink_rows_compact", c => LinearLora(c, LinearLoraPath.DecodeShrinkRows, [LoraBForm.Compact], [c.Pick(16, 13)])),
+        new("linear_lora_decode_gemv_epilogue_dense", c => LinearLora(c, LinearLoraPath.DecodeGemvEpilogue, [LoraBForm.Dense], [c.Pick(16, 13)])),
+        new("linear_lora_decode_gemv_epilogue_compact", c => LinearLora(c, LinearLoraPath.DecodeGemvEpilogue, [LoraBForm.Compact], [c.Pick(16, 13)])),
+        new("linear_lora_decode_three_adapters", c => LinearLora(c, LinearLoraPath.DecodeShrinkRows, [LoraBForm.Compact, LoraBForm.Dense, LoraBForm.Compact], [8, c.Pick(64, 61), 16])),
+        new("linear_lora_tc_shrink_rows_dense", c => LinearLora(c, LinearLoraPath.TensorCoreShrinkRows, [LoraBForm.Dense], [c.Pick(16, 13)])),
+        new("linear_lora_tc_shrink_rows_compact", c => LinearLora(c, LinearLoraPath.TensorCoreShrinkRows, [LoraBForm.Compact], [c.Pick(16, 13)])),
+        new("linear_lora_tc_kconcat_dense", c => LinearLora(c, LinearLoraPath.TensorCoreKConcat, [LoraBForm.Dense], [c.Pick(16, 13)])),
+        new("linear_lora_tc_kconcat_compact", c => LinearLora(c, LinearLoraPath.TensorCoreKConcat, [LoraBForm.Compact], [c.Pick(16, 13)])),
+        new("linear_lora_tc_two_adapters", c => LinearLora(c, LinearLoraPath.TensorCoreShrinkRows, [LoraBForm.Compact, LoraBForm.Dense], [c.Pick(64, 61), 8])),
         new("lora_grad_b_masked", LoraGradB),
         new("embedding_backward_repeated_ids", EmbeddingBackward),
         new("transpose_f32", Transpose),
@@ -940,6 +950,111 @@ public static class KernelChecks
         return cmp;
     }
 
+    /// <summary>Which path of CudaBackend.LinearWithAdapters a check (or test) drives.</summary>
+    public enum LinearLoraPath { DecodeShrinkRows, DecodeGemvEpilogue, DecodeUnfused, TensorCoreShrinkRows, TensorCoreKConcat, TensorCoreUnfused }
+
+    /// <summary>
+    /// linear_lora (y = x W^T + sum_i s_i B_i (A_i x), bf16 W) against the CPU backend's MatMul + lora_apply, one adapter per
+    /// entry of <paramref name="forms"/> / <paramref name="ranks"/>, B ~90% zeros (LoRI-S) in both forms.
+    /// Decode paths (3 tokens ragged, 4 aligned): fp32 throughout, so the CPU's ops are the reference as they are.
+    /// Tensor-core paths (bf16 activations): x, A and B hold bf16 values, so only each adapter's u = bf16(s x A^T) is
+    /// rounded on the device; the reference rounds its own u the same way (from a double-precision sum), and the
+    /// tolerance allows a one-ulp difference in u (2^-7 |u| |B|) per adapter where the fp32 and double sums fall on
+    /// both sides of a rounding boundary. Aligned shapes are tile multiples where the kernels tile (K, rank % 8);
+    /// ragged ones are not.
+    /// </summary>
+    public static Comparison LinearLora(CheckContext c, LinearLoraPath path, LoraBForm[] forms, int[] ranks)
+    {
+        bool decode = path is LinearLoraPath.DecodeShrinkRows or LinearLoraPath.DecodeGemvEpilogue or LinearLoraPath.DecodeUnfused;
+        int n = decode ? c.Pick(4, 3) : c.Pick(128, 37);
+        int inDim = decode ? c.Pick(256, 315) : c.Pick(128, 101);
+        int outDim = decode ? c.Pick(128, 70) : c.Pick(128, 70);
+        var scales = new[] { 0.75f, -1.5f, 0.5f, 2f };
+        c.Note($"x [{n}, {inDim}], W [{outDim}, {inDim}] bf16, {path}, adapters {string.Join(", ", forms.Select((f, i) => $"rank {ranks[i]} {f} scale {scales[i % 4]}"))}");
+        // bf16-representable inputs, so the device's conversions of x, A and B are exact
+        var xv = c.Random(n * inDim, 1f).Select(Bf16.Round).ToArray();
+        var (dx, cx) = c.Both(xv, DType.F32, n, inDim);
+        var (dw, cw) = c.Both(c.Random(outDim * inDim, 1f), DType.BF16, outDim, inDim);
+        var terms = new LoraTerm[forms.Length];
+        var cterms = new LoraTerm[forms.Length];
+        var factors = new List<(float[] A, float[] B)>();
+        for (int i = 0; i < forms.Length; i++)
+        {
+            int r = ranks[i];
+            var a = c.Random(r * inDim, 1f).Select(Bf16.Round).ToArray();
+            var b = c.Random(outDim * r, 1f).Select(Bf16.Round).ToArray();
+            var drop = c.Ints(b.Length, 10);
+            for (int e = 0; e < b.Length; e++)
+                if (drop[e] != 0) b[e] = 0;
+            factors.Add((a, b));
+            terms[i] = new LoraTerm(c.Keep(LoraFactors.Create(c.Device, a, b, r, inDim, outDim, forms[i])), scales[i % 4]);
+            cterms[i] = new LoraTerm(c.Keep(LoraFactors.Create(c.Cpu, a, b, r, inDim, outDim, forms[i])), scales[i % 4]);
+        }
+        var dy = c.Up(c.Random(n * outDim, 1f), DType.F32, n, outDim);  // garbage: the op writes y
+        var cy = c.Cpu.Allocate(DType.F32, n, outDim);
+        c.Own(cy);
+        c.Cpu.MatMul(cx, cw, cy);
+        bool tensorCore = !decode && path != LinearLoraPath.TensorCoreUnfused;
+        float uFlip = 0;
+        if (tensorCore)
+        {
+            // every adapter through a rounded u, as the device does it
+            for (int i = 0; i < forms.Length; i++)
+            {
+                var (a, b) = factors[i];
+                int r = ranks[i];
+                var u = new float[n * r];
+                float maxU = 0, maxB = b.Max(MathF.Abs);
+                for (int q = 0; q < n; q++)
+                    for (int j = 0; j < r; j++)
+                    {
+                        double acc = 0;
+                        for (int k = 0; k < inDim; k++) acc += (double)xv[q * inDim + k] * a[j * inDim + k];
+                        u[q * r + j] = Bf16.Round((float)(scales[i % 4] * acc));
+                        maxU = Math.Max(maxU, MathF.Abs(u[q * r + j]));
+                    }
+                var cu = c.UpCpu(u, DType.F32, n, r);
+                var cb = c.UpCpu(b, DType.F32, outDim, r);
+                c.Cpu.MatMul(cu, cb, cy, 1f, accumulate: true);
+                uFlip += 2 * MathF.Pow(2, -8) * maxU * maxB;
+            }
+        }
+        else
+            for (int i = 0; i < forms.Length; i++) ((IAdapterOps)c.Cpu).LoraApply(cx, cterms[i].Factors, cterms[i].Scale, cy);
+
+        var device = c.Device;
+        var decodeVariant = path switch
+        {
+            LinearLoraPath.DecodeGemvEpilogue => LoraDecodeVariant.GemvEpilogue,
+            LinearLoraPath.DecodeUnfused => LoraDecodeVariant.Unfused,
+            _ => LoraDecodeVariant.ShrinkRows,
+        };
+        var prefillVariant = path switch
+        {
+            LinearLoraPath.TensorCoreKConcat => LoraPrefillVariant.KConcat,
+            LinearLoraPath.TensorCoreUnfused => LoraPrefillVariant.Unfused,
+            _ => LoraPrefillVariant.ShrinkRows,
+        };
+        void Run()
+        {
+            var saved = (device.LinearLoraDecode, device.LinearLoraPrefill, device.Bf16Activations);
+            try
+            {
+                (device.LinearLoraDecode, device.LinearLoraPrefill, device.Bf16Activations) = (decodeVariant, prefillVariant, !decode);
+                device.LinearWithAdapters(dx, dw, terms, dy);
+            }
+            finally
+            {
+                (device.LinearLoraDecode, device.LinearLoraPrefill, device.Bf16Activations) = saved;
+            }
+        }
+        Run();
+        int maxRank = ranks.Max();
+        var cmp = c.Compare(dy, cy, 2e-5f * MathF.Sqrt(inDim + maxRank) * forms.Length + uFlip, 1e-5f);
+        c.Timed = Run;
+        return cmp;
+    }
+
     private static Comparison LoraGradB(CheckContext c)
     {
         int n = c.Pick(32, 37), outDim = c.Pick(64, 70), rank = c.Pick(16, 13);
@@ -1297,6 +1412,7 @@ public static class KernelChecks
 public sealed class CheckContext : IDisposable
 {
     private readonly List<Tensor> _owned = new();
+    private readonly List<IDisposable> _kept = new();
     public CudaBackend Device { get; }
     public IBackend Cpu { get; }
     public bool Ragged { get; }
@@ -1317,6 +1433,13 @@ public sealed class CheckContext : IDisposable
     public int Pick(int aligned, int ragged) => Ragged ? ragged : aligned;
     public void Note(string shapes) => ShapeNote = shapes;
     public void Own(params Tensor[] ts) => _owned.AddRange(ts);
+
+    /// <summary>Disposes <paramref name="d"/> (e.g. LoRA factors) with the context, before its tensors.</summary>
+    public T Keep<T>(T d) where T : IDisposable
+    {
+        _kept.Add(d);
+        return d;
+    }
 
     public float[] Random(int n, float scale)
     {
@@ -1414,6 +1537,8 @@ public sealed class CheckContext : IDisposable
 
     public void Dispose()
     {
+        foreach (var d in _kept) d.Dispose();
+        _kept.Clear();
         foreach (var t in _owned) t.Dispose();
         _owned.Clear();
         // the backend's scratch (GEMM staging, attention partials, adapter and cross-entropy buffers) as well:

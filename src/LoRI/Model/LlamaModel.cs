@@ -14,6 +14,16 @@ public interface ILinearHook
 }
 
 /// <summary>
+/// A hook that runs a projection's whole linear op, base product included, so a backend with
+/// <see cref="ILinearAdapterOps"/> can fold the adapters into the base GEMM (AdapterSet, unmerged).
+/// </summary>
+public interface ILinearAdapterHook : ILinearHook
+{
+    /// <summary>y = x W^T of a projection plus the adapters' contribution. x [N, in] F32, w the projection's weight, y [N, out] F32.</summary>
+    void Linear(int layer, Proj proj, Tensor x, Tensor w, Tensor y);
+}
+
+/// <summary>
 /// Activation buffers for one forward over N tokens, as views of a workspace. Field shapes:
 /// </summary>
 public sealed class LlamaBuffers
@@ -146,7 +156,13 @@ public sealed partial class LlamaModel : IDisposable
     /// <summary>y = x W^T of a projection, plus the unmerged adapters' contribution.</summary>
     public void Linear(int layer, Proj p, Tensor x, Tensor y)
     {
-        Backend.MatMul(x, Weights.Layers[layer][p], y);
+        var w = Weights.Layers[layer][p];
+        if (Hook is ILinearAdapterHook fused)
+        {
+            fused.Linear(layer, p, x, w, y);
+            return;
+        }
+        Backend.MatMul(x, w, y);
         Hook?.Apply(layer, p, x, y);
     }
 

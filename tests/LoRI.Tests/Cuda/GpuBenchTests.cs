@@ -63,6 +63,23 @@ public class GpuBenchTests
         Assert.That(adapter.TryGetProperty("prefill_overhead", out _), Is.True);
         Assert.That(adapter.GetProperty("decode_fused_variants").EnumerateArray().Select(v => v.GetProperty("decode_tokens_per_s").GetDouble()),
                     Has.All.GreaterThan(0));
+        foreach (var (array, figure, count) in new[] { ("decode_linear_lora_variants", "decode_tokens_per_s", 3), ("prefill_linear_lora_variants", "prefill_tokens_per_s", 3) })
+        {
+            var variants = adapter.GetProperty(array).EnumerateArray().ToArray();
+            var names = variants.Select(v => v.GetProperty("variant").GetString()).ToArray();
+            Assert.That(names, Is.Unique.And.Length.EqualTo(count));
+            Assert.That(variants.Select(v => v.GetProperty(figure).GetDouble()), Has.All.GreaterThan(0));
+        }
+        // per module: 3 shapes x 2 B forms x (decode, prefill), each with its 3 variants timed against the plain product
+        var modules = r.GetProperty("linear_lora").EnumerateArray().ToArray();
+        Assert.That(modules, Has.Length.EqualTo(12));
+        foreach (var m in modules)
+        {
+            Assert.That(m.GetProperty("plain_us").GetDouble(), Is.GreaterThan(0));
+            var variants = m.GetProperty("variants").EnumerateArray().ToArray();
+            Assert.That(variants, Has.Length.EqualTo(3));
+            Assert.That(variants.Select(v => v.GetProperty("us").GetDouble()), Has.All.GreaterThan(0));
+        }
         var training = r.GetProperty("training");
         foreach (var method in new[] { "lora", "lori-d", "lori-s", "full" })
         {
