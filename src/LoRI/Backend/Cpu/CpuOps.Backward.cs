@@ -395,10 +395,34 @@ internal static class BackwardSupport
     // Below this many multiply-adds an op runs on the calling thread: Parallel.For costs more than it saves.
     internal const long ParallelThreshold = 1 << 16;
 
+    /// <summary>
+    /// body(0..count) on the shared WorkerPool (the forward ops' fork-join pool: no Parallel.For task objects per
+    /// call). Bodies write disjoint outputs, so the result does not depend on how the indices are split.
+    /// </summary>
     internal static void For(int count, bool parallel, Action<int> body)
     {
-        if (parallel && count > 1) Parallel.For(0, count, body);
-        else for (int i = 0; i < count; i++) body(i);
+        if (!parallel || count <= 1 || WorkerPool.Shared.Workers == 1)
+        {
+            for (int i = 0; i < count; i++) body(i);
+            return;
+        }
+        var job = t_forJob ??= new ForJob();
+        job.Body = body;
+        try { WorkerPool.Shared.Run(job, count); }
+        finally { job.Body = null; }
+    }
+
+    [ThreadStatic] private static ForJob? t_forJob;
+
+    private sealed class ForJob : ParallelJob
+    {
+        public Action<int>? Body;
+
+        public override void Execute(int begin, int end, int worker)
+        {
+            var body = Body!;
+            for (int i = begin; i < end; i++) body(i);
+        }
     }
 
     internal static int CheckRows(long length, int width, string name)
