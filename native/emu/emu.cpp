@@ -350,6 +350,7 @@ void run_block(Worker& w, Trampoline tramp, void** args, BlockCtx& block)
     }
 
     const unsigned warps = (n + 31) / 32;
+    sm90_block_begin(warps);
     // Odd blocks run their warps and lanes in reverse order: between two barriers, a thread that reads
     // shared memory another thread writes without a __syncthreads then sees the stale value in one of
     // the two orders, so a missing barrier shows up as a wrong result instead of passing by luck.
@@ -417,6 +418,15 @@ void run_block(Worker& w, Trampoline tramp, void** args, BlockCtx& block)
             w.error = "deadlock: " + problem;
             w.aborted = true;
             break;
+        }
+    }
+    if (!w.aborted)
+    {
+        std::string left = sm90_block_end();
+        if (!left.empty())
+        {
+            w.error = left;
+            w.aborted = true;
         }
     }
     t_block = nullptr;

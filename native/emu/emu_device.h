@@ -102,6 +102,15 @@ unsigned vote(unsigned mask, int predicate, VoteMode mode);
 void mma_m16n8k16_bf16_f32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]);
 void ldmatrix_m8n8_b16(uint32_t* regs, int count, bool trans, const void* row_address);
 
+// sm_90a twins (emu_sm90.cpp). Shared-window addresses are offsets into the block's dynamic shared memory.
+uint32_t shared_offset(const void* p);
+// wgmma.mma_async m64nNk16 .f32.bf16.bf16, both operands K-major from descriptors. Deferred: the
+// operation joins the warp's open group and runs (reading shared memory then) at the wait_group that
+// retires it, the latest moment the hardware may read its operands.
+void wgmma_m64nNk16_bf16_f32(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d);
+void wgmma_commit_group();
+void wgmma_wait_group(int pending);
+
 } // namespace lori_emu
 
 #define threadIdx (::lori_emu::t_thread->thread_idx)

@@ -12,6 +12,11 @@ namespace lori_emu {
 bool launch_grid(Trampoline tramp, void** args, dim3 grid, dim3 block, size_t dynamic_bytes, std::string& error);
 
 void set_thread_count(unsigned n);
+
+// Per-block state of the sm_90a twins (emu_sm90.cpp), on the block's OS thread: reset before a block
+// runs; after it, a non-empty message names what the block left unfinished (wgmma groups never waited).
+void sm90_block_begin(unsigned warps);
+std::string sm90_block_end();
 unsigned thread_count();
 
 } // namespace lori_emu

@@ -18,7 +18,8 @@ public sealed record KernelCheckResult(string Name, bool Passed, double MaxError
 /// </summary>
 public static class KernelChecks
 {
-    public sealed record Check(string Name, Func<CheckContext, Comparison> Run);
+    /// <param name="Skip">Null when the check applies to the device, else why it does not (e.g. no sm_90a code).</param>
+    public sealed record Check(string Name, Func<CheckContext, Comparison> Run, Func<CudaBackend, string?>? Skip = null);
 
     public static IReadOnlyList<Check> All { get; } =
     [
@@ -36,6 +37,10 @@ public static class KernelChecks
         new("matmul_tc_bf16_multistage", c => MatMulTensorCore(c, (256, 256, 256), (150, 200, 136), 1f, false)),
         new("matmul_tc_bf16_multistage_accumulate", c => MatMulTensorCore(c, (130, 136, 104), (150, 200, 171), 0.5f, true)),
         new("matmul_bf16_auto_tensor_core", MatMulAutoTensorCore),
+        new("matmul_wgmma_bf16", c => MatMulWgmma(c, (128, 128, 64), (37, 70, 45), 1f, false), WgmmaSkip),
+        new("matmul_wgmma_bf16_multistage", c => MatMulWgmma(c, (256, 256, 512), (150, 200, 136), 1f, false), WgmmaSkip),
+        new("matmul_wgmma_bf16_multistage_accumulate", c => MatMulWgmma(c, (130, 136, 264), (150, 200, 171), 0.5f, true), WgmmaSkip),
+        new("matmul_bf16_auto_wgmma", MatMulAutoWgmma, WgmmaSkip),
         new("matmul_gemv_bf16", c => MatMulGemv(c, 1, 1f, false)),
         new("matmul_gemv_bf16_accumulate", c => MatMulGemv(c, 3, -0.5f, true)),
         new("rope_forward", RopeForward),
@@ -92,6 +97,8 @@ public static class KernelChecks
 
     public static KernelCheckResult RunOne(Check check, CudaBackend device, IBackend cpu, bool ragged, int timingRepeats)
     {
+        if (check.Skip?.Invoke(device) is string skipped)
+            return new KernelCheckResult(check.Name, true, double.NaN, double.NaN, double.NaN, "skipped: " + skipped);
         using var c = new CheckContext(device, cpu, ragged, check.Name);
         Comparison cmp;
         try
@@ -248,6 +255,72 @@ public static class KernelChecks
         c.Cpu.MatMul(cx, cw, cy, alpha, accumulate);
         c.Timed = () => c.Device.MatMulBf16(dx, dw, dy, alpha, false);
         return c.Compare(dy, cy, 2e-5f * MathF.Sqrt(k), 1e-5f);
+    }
+
+    /// <summary>The wgmma GEMM's checks run on the emulator (its twins) and on a device whose gemm_wgmma code is sm_90a.</summary>
+    private static string? WgmmaSkip(CudaBackend device) =>
+        device.Driver.IsEmulator || device.WgmmaCodeAvailable ? null
+        : $"the gemm_wgmma kernels on {device.Driver.DeviceName} are not the sm_90a build (compute capability {device.Driver.ComputeCapability})";
+
+    /// <summary>The wgmma GEMM (sm_90a) against the CPU backend's MatMul on the same bf16-rounded values, like the mma.sync one.</summary>
+    private static Comparison MatMulWgmma(CheckContext c, (int N, int M, int K) aligned, (int N, int M, int K) ragged, float alpha, bool accumulate)
+    {
+        var (n, m, k) = c.Ragged ? ragged : aligned;
+        c.Note($"x [{n}, {k}] bf16, W [{m}, {k}] bf16, alpha {alpha}{(accumulate ? ", accumulate" : "")}, {(k % 8 == 0 ? "cp.async" : "register-staged")} tiles, wgmma");
+        var xv = c.Random(n * k, 1f).Select(Bf16.Round).ToArray();
+        var dx = c.Up(xv, DType.BF16, n, k);
+        var cx = c.UpCpu(xv, DType.F32, n, k);
+        var (dw, cw) = c.Both(c.Random(m * k, 1f), DType.BF16, m, k);
+        var (dy, cy) = c.Both(c.Random(n * m, 1f), DType.F32, n, m);
+        c.Device.MatMulWgmma(dx, dw, dy, alpha, accumulate);
+        c.Cpu.MatMul(cx, cw, cy, alpha, accumulate);
+        c.Timed = () => c.Device.MatMulWgmma(dx, dw, dy, alpha, false);
+        return c.Compare(dy, cy, 2e-5f * MathF.Sqrt(k), 1e-5f);
+    }
+
+    /// <summary>
+    /// MatMul's own choice on a backend that reports compute capability 9.0: on the emulator a fresh backend
+    /// whose emulator says 9.0 (so the first-use check runs on the twins and must pick wgmma); on a device,
+    /// this backend. Either way the result is held against the CPU backend.
+    /// </summary>
+    private static Comparison MatMulAutoWgmma(CheckContext c)
+    {
+        int n = c.Pick(128, 37), m = c.Pick(256, 70), k = c.Pick(128, 101);
+        c.Note($"x [{n}, {k}] F32 holding bf16 values, W [{m}, {k}] bf16, through MatMul with Bf16Activations on a 9.0 device");
+        var xv = c.Random(n * k, 1f).Select(Bf16.Round).ToArray();
+        var wv = c.Random(m * k, 1f);
+        var cx = c.UpCpu(xv, DType.F32, n, k);
+        var cw = c.UpCpu(wv, DType.BF16, m, k);
+        var cy = c.Cpu.Allocate(DType.F32, n, m);
+        c.Cpu.MatMul(cx, cw, cy);
+        CudaBackend be = c.Device.Driver.IsEmulator ? new CudaBackend(new Emulator.EmulatorDriver(computeCapability: 90)) : c.Device;
+        bool wasBf16 = be.Bf16Activations;
+        var wasWarning = be.Warning;
+        try
+        {
+            be.Warning = line => throw new InvalidOperationException("the wgmma first-use check fell back: " + line);
+            be.Bf16Activations = true;
+            using var dx = be.Allocate(DType.F32, n, k);
+            using var dw = be.Allocate(DType.BF16, m, k);
+            using var dy = be.Allocate(DType.F32, n, m);
+            be.Upload<float>(xv, dx);
+            be.Upload<ushort>(wv.Select(Bf16.FromFloat).ToArray(), dw);
+            be.MatMul(dx, dw, dy);
+            if (!be.WgmmaActive) throw new InvalidOperationException($"MatMul did not choose the wgmma GEMM: {be.WgmmaStatus}");
+            var got = new float[n * m];
+            be.Download<float>(dy, got);
+            c.Note($"x [{n}, {k}], W [{m}, {k}] bf16 through MatMul; wgmma {be.WgmmaStatus}");
+            return Tolerance.Compare(got, c.Get(cy), 2e-5f * MathF.Sqrt(k), 1e-5f);
+        }
+        finally
+        {
+            if (!ReferenceEquals(be, c.Device)) be.Dispose();
+            else
+            {
+                be.Bf16Activations = wasBf16;
+                be.Warning = wasWarning;
+            }
+        }
     }
 
     /// <summary>MatMul's own choice of the tensor-core path (F32 x cast to bf16 in scratch) when Bf16Activations is on.</summary>

@@ -12,16 +12,24 @@ namespace LoRI.Cuda.Emulator;
 public sealed unsafe class EmulatorDriver : ICudaDriver
 {
     /// <param name="threads">OS threads that run blocks (0: LORI_EMU_THREADS or the core count).</param>
-    public EmulatorDriver(int threads = 0)
+    /// <param name="computeCapability">What the emulator reports: 80 (default), or 90 to take the paths a Hopper
+    /// device takes (the sm_90a kernels run on their host twins: wgmma, mbarrier, the bulk tensor copy).</param>
+    public EmulatorDriver(int threads = 0, int computeCapability = 80)
     {
+        if (computeCapability is not (80 or 90))
+            throw new ArgumentOutOfRangeException(nameof(computeCapability), computeCapability, "80 or 90");
+        ComputeCapability = computeCapability;
         ThrowIfFailed(EmuApi.lemu_init());
         if (threads > 0) ThrowIfFailed(EmuApi.lemu_set_threads(threads));
     }
 
     public string DeviceName => $"LoRI CUDA emulator ({EmuApi.lemu_thread_count()} threads{(IsAddressSanitized ? ", AddressSanitizer" : "")})";
     public bool IsEmulator => true;
-    /// <summary>The emulator implements sm_80's instruction set (mma.sync, ldmatrix, cp.async), not sm_90a's.</summary>
-    public int ComputeCapability => 80;
+    /// <summary>
+    /// 80 unless asked for 90. The emulator implements sm_80's instructions (mma.sync, ldmatrix, cp.async) and
+    /// the sm_90a ones our kernels use (lori_sm90.cuh), not all of sm_90a.
+    /// </summary>
+    public int ComputeCapability { get; }
     public int MultiprocessorCount => EmuApi.lemu_thread_count();
     public int MaxDynamicSharedMemoryPerBlock => 227 * 1024;
     /// <summary>True when the loaded library is the AddressSanitizer build.</summary>
