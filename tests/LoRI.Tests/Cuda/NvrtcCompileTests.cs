@@ -48,6 +48,32 @@ public partial class NvrtcCompileTests
     }
 
     [Test]
+    public void Sm90aFamilies_TargetCompute90aOnlyOnHopperWithNvrtc12()
+    {
+        Assert.That(KernelSources.NvrtcArchitecture("gemm_wgmma", 90, 13), Is.EqualTo("compute_90a"));
+        Assert.That(KernelSources.NvrtcArchitecture("gemm_wgmma", 90, 12), Is.EqualTo("compute_90a"));
+        Assert.That(KernelSources.NvrtcArchitecture("gemm_wgmma", 90, 11), Is.EqualTo("compute_90"));
+        Assert.That(KernelSources.NvrtcArchitecture("gemm_wgmma", 89, 13), Is.EqualTo("compute_80"));
+        Assert.That(KernelSources.NvrtcArchitecture("gemm_wgmma", 100, 13), Is.EqualTo("compute_90"));
+        Assert.That(KernelSources.NvrtcArchitecture("gemm_tc", 90, 13), Is.EqualTo("compute_90"));
+    }
+
+    /// <summary>The sm_90a build of every such family, where NVRTC is 12 or newer (11.8 knows no sm_90a).</summary>
+    [TestCaseSource(nameof(Sm90aCases))]
+    public void CompileSm90a(string family)
+    {
+        var nvrtc = Nvrtc.TryLoad(out var reason);
+        if (nvrtc is null) Assert.Ignore(reason);
+        if (nvrtc!.Version.Major < 12) Assert.Ignore($"{nvrtc.LibraryName} is NVRTC {nvrtc.Version}: compute_90a needs 12+");
+        var ptx = nvrtc.CompileToPtx(KernelSources.Source(family), family + ".cu", KernelSources.Headers, KernelSources.NvrtcOptions("compute_90a"), out _);
+        Assert.That(ptx, Does.Contain(".target sm_90a"));
+        Assert.That(ptx, Does.Contain("wgmma.mma_async"));
+    }
+
+    public static IEnumerable<TestCaseData> Sm90aCases() =>
+        KernelSources.Sm90aFamilies.Order(StringComparer.Ordinal).Select(f => new TestCaseData(f).SetName($"CompileSm90a_{f}"));
+
+    [Test]
     public void CompileCached_WritesAndReusesTheCache()
     {
         var nvrtc = Nvrtc.TryLoad(out var reason);
