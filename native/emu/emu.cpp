@@ -132,7 +132,7 @@ thread_local BlockCtx* t_block = nullptr;
 
 namespace {
 
-enum class State { Runnable, AtBarrier, AtWarp, Done };
+enum class State { Runnable, Spinning, AtBarrier, AtWarp, Done };
 
 struct Fiber
 {
@@ -288,6 +288,7 @@ const char* state_name(State s)
     switch (s)
     {
         case State::Runnable: return "running";
+        case State::Spinning: return "spinning on a wait that never completes (an mbarrier)";
         case State::AtBarrier: return "waiting at __syncthreads";
         case State::AtWarp: return "waiting at a warp collective";
         case State::Done: return "exited";
@@ -311,7 +312,7 @@ bool resolve_warp_op(Fiber** lanes, unsigned lane_count, Fiber& lead, std::strin
             participants |= 1u << l;
             continue;
         }
-        if (f.state == State::Runnable) return false;
+        if (f.state == State::Runnable || f.state == State::Spinning) return false;
         char buf[200];
         std::snprintf(buf, sizeof buf, "lane %u of warp %u is in the mask 0x%08x of a warp collective but is %s",
                       l, lead.tc.warp, mask, f.state == State::AtWarp ? "at a different warp collective" : state_name(f.state));
@@ -379,6 +380,13 @@ void run_block(Worker& w, Trampoline tramp, void** args, BlockCtx& block)
                         switch_to_fiber(w, *lanes[l]);
                         progress = true;
                     }
+                    else if (lanes[l]->state == State::Spinning)
+                    {
+                        // a spin-wait that fails again (and yields Spinning again) is no progress
+                        lanes[l]->state = State::Runnable;
+                        switch_to_fiber(w, *lanes[l]);
+                        if (lanes[l]->state != State::Spinning) progress = true;
+                    }
                 }
                 for (unsigned l = 0; l < count && !w.aborted; l++)
                     if (lanes[l]->state == State::AtWarp && resolve_warp_op(lanes.data(), count, *lanes[l], problem))
@@ -414,6 +422,9 @@ void run_block(Worker& w, Trampoline tramp, void** args, BlockCtx& block)
                         problem = thread_name(w.fibers[i]->tc) + " waits at a warp collective while other threads wait at __syncthreads";
                         break;
                     }
+                for (unsigned i = 0; i < n && problem.empty(); i++)
+                    if (w.fibers[i]->state == State::Spinning)
+                        problem = thread_name(w.fibers[i]->tc) + " is " + state_name(State::Spinning);
             }
             w.error = "deadlock: " + problem;
             w.aborted = true;
@@ -712,6 +723,13 @@ void syncthreads()
 {
     Worker& w = *t_worker;
     w.current->state = State::AtBarrier;
+    yield_to_scheduler();
+}
+
+void spin_wait()
+{
+    Worker& w = *t_worker;
+    w.current->state = State::Spinning;
     yield_to_scheduler();
 }
 

@@ -46,6 +46,9 @@ extern thread_local ThreadCtx* t_thread;
 extern thread_local BlockCtx* t_block;
 
 void syncthreads();
+// Called by a spin-wait whose condition failed (mbarrier.try_wait): lets the block's other threads run.
+// A block whose only runnable threads keep failing their waits fails the launch as a deadlock.
+void spin_wait();
 // Stops the calling thread's block with an error (the launch then fails with the message).
 [[noreturn]] void trap(const char* what);
 
@@ -110,6 +113,17 @@ uint32_t shared_offset(const void* p);
 void wgmma_m64nNk16_bf16_f32(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d);
 void wgmma_commit_group();
 void wgmma_wait_group(int pending);
+// mbarrier (PTX ISA, "Parallel Synchronization and Communication Instructions: mbarrier"): the 8-byte
+// object in shared memory holds the pending and expected arrival counts, the tx-count and the phase.
+void mbarrier_init(uint32_t bar, unsigned count);
+void mbarrier_arrive_expect_tx(uint32_t bar, unsigned bytes);
+void mbarrier_arrive(uint32_t bar);
+bool mbarrier_try_wait_parity(uint32_t bar, unsigned parity);
+// cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes: the box at (c0, c1)
+// of the tensor map (as lemu_tensor_map_encode_tiled wrote it) into shared memory at dst, out-of-bound
+// elements zero, swizzled as the map says; then complete_tx of the box's bytes on bar. The copy is done
+// at once, one legal order of the asynchronous copy.
+void tma_load_2d(uint32_t dst, const void* tensor_map, int c0, int c1, uint32_t bar);
 
 } // namespace lori_emu
 
@@ -127,6 +141,7 @@ void wgmma_wait_group(int pending);
 #define __shared__ thread_local
 #define __constant__ const
 #define __align__(n) __attribute__((aligned(n)))
+#define __grid_constant__
 #define __launch_bounds__(...)
 
 #define __syncthreads() ::lori_emu::syncthreads()

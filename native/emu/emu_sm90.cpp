@@ -10,6 +10,15 @@
 // accumulators written only then, which is the latest moment the hardware may do either, so a kernel
 // that overwrites a stage (or reads an accumulator) before waiting gets a wrong result here too. A block
 // that exits with groups never waited fails the launch.
+//
+// mbarrier: the 8-byte object in shared memory holds, in this emulator's encoding, the pending arrival
+// count (bits 0-20), the expected count (21-41), the tx-count (42-62, signed) and the current phase's
+// parity (63). A phase completes when both counts reach zero; then the pending count is reset and the
+// parity flips. try_wait.parity P succeeds once the phase of parity P has completed, i.e. while the
+// current parity differs from P; a failed try_wait lets the block's other threads run (spin_wait).
+//
+// The bulk tensor copy (cp.async.bulk.tensor, "TMA") reads the tensor map that api.cpp's
+// lemu_tensor_map_encode_tiled wrote (EmuTensorMap), copies the box at once and signals complete_tx.
 #include "emu_device.h"
 #include "emu_internal.h"
 
@@ -164,7 +173,112 @@ void resolve_wait(void* const* p, unsigned participants)
     }
 }
 
+struct Mbarrier
+{
+    uint32_t pending, expected;
+    int32_t tx;
+    uint32_t phase;
+};
+
+uint64_t* mbarrier_word(uint32_t bar)
+{
+    if (bar % 8 != 0) trap("mbarrier: the address is not 8-byte aligned");
+    if ((size_t)bar + 8 > t_block->dynamic_smem_bytes) trap("mbarrier: the object lies past the block's dynamic shared memory");
+    return reinterpret_cast<uint64_t*>(t_block->dynamic_smem + bar);
+}
+
+Mbarrier mbarrier_load(uint32_t bar)
+{
+    uint64_t w;
+    std::memcpy(&w, mbarrier_word(bar), 8);
+    Mbarrier m;
+    m.pending = (uint32_t)(w & 0x1fffff);
+    m.expected = (uint32_t)((w >> 21) & 0x1fffff);
+    const uint32_t tx = (uint32_t)((w >> 42) & 0x1fffff);
+    m.tx = (tx & 0x100000u) ? (int32_t)tx - 0x200000 : (int32_t)tx;
+    m.phase = (uint32_t)(w >> 63);
+    if (m.expected == 0) trap("mbarrier: used before mbarrier.init");
+    return m;
+}
+
+void mbarrier_store(uint32_t bar, Mbarrier m)
+{
+    if (m.tx >= 0x100000 || m.tx <= -0x100000) trap("mbarrier: tx-count outside its range of +-(2^20 - 1)");
+    if (m.pending == 0 && m.tx == 0)
+    {
+        m.phase ^= 1u;
+        m.pending = m.expected;
+    }
+    const uint64_t w = (uint64_t)m.pending | ((uint64_t)m.expected << 21) | ((uint64_t)((uint32_t)m.tx & 0x1fffffu) << 42) | ((uint64_t)m.phase << 63);
+    std::memcpy(mbarrier_word(bar), &w, 8);
+}
+
+void mbarrier_arrive_one(uint32_t bar, int32_t expect_tx)
+{
+    Mbarrier m = mbarrier_load(bar);
+    m.tx += expect_tx;
+    if (m.pending == 0) trap("mbarrier: arrive with no pending arrival");
+    m.pending--;
+    mbarrier_store(bar, m);
+}
+
+uint32_t swizzle_address(uint32_t linear, unsigned mode)
+{
+    return mode == 3 ? linear ^ (((linear >> 7) & 7u) << 4) : linear;
+}
+
 } // namespace
+
+void mbarrier_init(uint32_t bar, unsigned count)
+{
+    if (count < 1 || count > 0xfffff) trap("mbarrier.init: the count must be in [1, 2^20 - 1]");
+    const uint64_t w = (uint64_t)count | ((uint64_t)count << 21);
+    std::memcpy(mbarrier_word(bar), &w, 8);
+}
+
+void mbarrier_arrive_expect_tx(uint32_t bar, unsigned bytes)
+{
+    if (bytes > 0xfffff) trap("mbarrier.arrive.expect_tx: tx-count above 2^20 - 1");
+    mbarrier_arrive_one(bar, (int32_t)bytes);
+}
+
+void mbarrier_arrive(uint32_t bar) { mbarrier_arrive_one(bar, 0); }
+
+bool mbarrier_try_wait_parity(uint32_t bar, unsigned parity)
+{
+    if (mbarrier_load(bar).phase != (parity & 1u)) return true;
+    spin_wait();
+    return false;
+}
+
+void tma_load_2d(uint32_t dst, const void* tensor_map, int c0, int c1, uint32_t bar)
+{
+    EmuTensorMap tm;
+    std::memcpy(&tm, tensor_map, sizeof tm);
+    if (tm.magic != EmuTensorMap::kMagic) trap("cp.async.bulk.tensor: the tensor map was not made by cuTensorMapEncodeTiled");
+    if (tm.rank != 2) trap("cp.async.bulk.tensor.2d: the tensor map's rank is not 2");
+    if (tm.swizzle != 0 && tm.swizzle != 3) trap("cp.async.bulk.tensor: only no swizzle and the 128-byte swizzle are emulated");
+    if (tm.interleave != 0 || tm.oob_fill != 0) trap("cp.async.bulk.tensor: interleaved maps and NaN out-of-bound fill are not emulated");
+    if (tm.element_strides_minus_1[0] != 0 || tm.element_strides_minus_1[1] != 0) trap("cp.async.bulk.tensor: element strides other than 1 are not emulated");
+    if (dst % 128 != 0) trap("cp.async.bulk.tensor: the shared-memory destination is not 128-byte aligned");
+    const unsigned es = tm.elem_bytes, box0 = tm.box_minus_1[0] + 1u, box1 = tm.box_minus_1[1] + 1u;
+    const size_t bytes = (size_t)box0 * box1 * es;
+    if ((size_t)dst + bytes > t_block->dynamic_smem_bytes) trap("cp.async.bulk.tensor: the box reaches past the block's dynamic shared memory");
+    const unsigned char* global = reinterpret_cast<const unsigned char*>((uintptr_t)tm.address);
+    for (unsigned i1 = 0; i1 < box1; i1++)
+        for (unsigned i0 = 0; i0 < box0; i0++)
+        {
+            const long long g0 = (long long)c0 + i0, g1 = (long long)c1 + i1;
+            unsigned char* out = t_block->dynamic_smem + swizzle_address(dst + (uint32_t)((i1 * box0 + i0) * es), tm.swizzle);
+            if (g0 >= 0 && g1 >= 0 && (uint64_t)g0 < tm.dims[0] && (uint64_t)g1 < tm.dims[1])
+                std::memcpy(out, global + (uint64_t)g1 * tm.strides[0] + (uint64_t)g0 * es, es);
+            else
+                std::memset(out, 0, es);
+        }
+    Mbarrier m = mbarrier_load(bar);
+    m.tx -= (int32_t)bytes;
+    mbarrier_store(bar, m);
+}
 
 void sm90_block_begin(unsigned warps)
 {

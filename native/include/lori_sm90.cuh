@@ -1,6 +1,7 @@
-// Hopper (sm_90a) instructions for the kernels that use them, each with a host twin for the emulator:
-// warpgroup MMA from shared-memory descriptors (wgmma.mma_async + fence / commit_group / wait_group),
-// the async-proxy fence, and (see below) mbarriers and the bulk tensor copy.
+// Hopper (sm_90a) instructions for the kernels that use them, each with a host twin for the emulator
+// (native/emu/emu_sm90.cpp): warpgroup MMA from shared-memory descriptors (wgmma.mma_async + fence /
+// commit_group / wait_group), the async-proxy fence, mbarriers (init, arrive, arrive.expect_tx,
+// try_wait.parity) and the 2-D bulk tensor copy (TMA) from a cuTensorMapEncodeTiled map.
 //
 // Device code for these exists only where the compiler targets sm_90a: LORI_SM90A is 1 under
 // __CUDA_ARCH_FEAT_SM90_ALL (nvcc -arch=sm_90a, NVRTC 12+ --gpu-architecture=compute_90a) and in the
@@ -25,6 +26,10 @@
 #endif
 
 typedef unsigned long long u64;
+
+// A CUtensorMap (cuTensorMapEncodeTiled's 128 opaque bytes), passed to kernels as a
+// `const __grid_constant__ lori_tensor_map` parameter so the bulk tensor copy can name it by address.
+struct __align__(64) lori_tensor_map { u64 opaque[16]; };
 
 #if LORI_SM90A
 
@@ -117,6 +122,78 @@ __device__ __forceinline__ void wgmma_m64n128k16_bf16(float d[64], u64 desc_a, u
         : "memory");
 #else
     ::lori_emu::wgmma_m64nNk16_bf16_f32(d, 128, desc_a, desc_b, scale_d);
+#endif
+}
+
+// ---- mbarrier (PTX ISA, "mbarrier") ----------------------------------------------------------------
+// A 64-bit object in shared memory: a phase completes when `count` arrivals have happened and every byte
+// announced with expect_tx has landed; waiters name the phase by its parity.
+
+__device__ __forceinline__ void mbarrier_init(u32 bar, u32 count)
+{
+#if defined(__CUDA_ARCH__)
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(bar), "r"(count) : "memory");
+#else
+    ::lori_emu::mbarrier_init(bar, count);
+#endif
+}
+
+// Makes initialised mbarriers visible to the async proxy (the bulk copies that complete on them).
+__device__ __forceinline__ void fence_mbarrier_init()
+{
+#if defined(__CUDA_ARCH__)
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
+
+// One arrival that also announces `bytes` more to land in the current phase.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(u32 bar, u32 bytes)
+{
+#if defined(__CUDA_ARCH__)
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(bytes) : "memory");
+#else
+    ::lori_emu::mbarrier_arrive_expect_tx(bar, bytes);
+#endif
+}
+
+__device__ __forceinline__ void mbarrier_arrive(u32 bar)
+{
+#if defined(__CUDA_ARCH__)
+    asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" :: "r"(bar) : "memory");
+#else
+    ::lori_emu::mbarrier_arrive(bar);
+#endif
+}
+
+// True once the phase of the given parity has completed.
+__device__ __forceinline__ bool mbarrier_try_wait_parity(u32 bar, u32 parity)
+{
+#if defined(__CUDA_ARCH__)
+    u32 done;
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+    return done != 0;
+#else
+    return ::lori_emu::mbarrier_try_wait_parity(bar, parity);
+#endif
+}
+
+__device__ __forceinline__ void mbarrier_wait_parity(u32 bar, u32 parity)
+{
+    while (!mbarrier_try_wait_parity(bar, parity)) {}
+}
+
+// ---- bulk tensor copy (PTX ISA, "cp.async.bulk.tensor") ------------------------------------------------
+// The box of `map` whose first element is (c0, c1) (innermost coordinate first, in elements; out-of-bound
+// elements arrive as zeros) into shared memory at dst, laid out and swizzled as the map says; the copy
+// counts its bytes down on bar (complete_tx). Issued by one thread.
+__device__ __forceinline__ void tma_load_2d(u32 dst, const lori_tensor_map* map, int c0, int c1, u32 bar)
+{
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+                 :: "r"(dst), "l"((u64)map), "r"(c0), "r"(c1), "r"(bar) : "memory");
+#else
+    ::lori_emu::tma_load_2d(dst, map, c0, c1, bar);
 #endif
 }
 

@@ -21,6 +21,9 @@
 // Grid (ceil(M/128), ceil(N/128)), block 256, dynamic shared memory GEMM_WGMMA_SMEM_BYTES (132,096:
 // 4 stages x 32 KiB + 1 KiB to align the tiles to 1024 bytes).
 //
+// gemm_wgmma_tma_bf16: the same tile with the operands brought in by TMA in a producer / consumer
+// pipeline (described at the kernel below).
+//
 // Only an sm_90a build has the instructions; for compute_80 / compute_90 (and NVRTC 11.8) the kernels
 // compile with empty bodies. gemm_wgmma_probe writes 1 when the loaded code is the sm_90a build, so
 // the runtime never launches an empty body (and then checks the real one against gemm_tc).
@@ -147,7 +150,80 @@ __device__ __forceinline__ void gemm_wgmma_impl(const bf16* x, const bf16* w, fl
     gwg_store(y, acc, row0 + 64 * group, col0, n, m, alpha, accumulate);
 }
 
+// The TMA kernel's shared memory after the tiles: full[STAGES] then empty[STAGES] mbarriers.
+#define GWG_BARRIERS_OFFSET (GWG_STAGES * GWG_STAGE_BYTES)
+
 #endif // LORI_SM90A
+
+// Producer / consumer over TMA: warpgroup 0 is the producer (one thread issues the copies), warpgroups 1
+// and 2 consume, each owning 64 rows of the 128 x 128 tile as in the kernels above. Stage s has two
+// mbarriers: full[s] (count 1: the producer's arrive.expect_tx of the stage's 32 KiB, completed by the two
+// copies' complete_tx) and empty[s] (count 8: lane 0 of each consumer warp, once the wgmma group that read
+// the stage has retired). Use u = kt / STAGES of a stage waits on full's phase parity u & 1, and the
+// producer's refill for use u waits on empty's phase u - 1. Consumers keep one wgmma group in flight:
+// after committing tile kt they wait until only it is pending, then release tile kt - 1's stage.
+// The maps (cuTensorMapEncodeTiled, bf16, 128-byte swizzle, zero fill) describe x as [N, K] and W as
+// [M, K] with a 64 x 128 box (K x rows), so both land in the swizzled layout the descriptors read, and
+// the edges past N, M and K arrive as zeros. Needs K % 8 == 0 (row strides are multiples of 16 bytes)
+// and 16-byte aligned x and W. Grid (ceil(M/128), ceil(N/128)), block 384, dynamic shared memory
+// GEMM_WGMMA_TMA_SMEM_BYTES (132,160: the tiles, 1 KiB of alignment, 8 mbarriers).
+extern "C" __global__ void gemm_wgmma_tma_bf16(const __grid_constant__ lori_tensor_map tmx, const __grid_constant__ lori_tensor_map tmw,
+                                               float* y, int n, int m, int k, float alpha, int accumulate)
+{
+#if LORI_SM90A
+    unsigned char* tiles = gwg_tiles();
+    const u32 base = lori_smem_addr(tiles);
+    const u32 full = base + GWG_BARRIERS_OFFSET, empty = full + 8 * GWG_STAGES;
+    const int group = threadIdx.x >> 7;
+    const int row0 = blockIdx.y * GWG_BM, col0 = blockIdx.x * GWG_BN;
+    const int ktiles = (k + GWG_BK - 1) / GWG_BK;
+
+    if (threadIdx.x == 0)
+    {
+        for (int s = 0; s < GWG_STAGES; s++)
+        {
+            mbarrier_init(full + 8 * s, 1);
+            mbarrier_init(empty + 8 * s, 8);
+        }
+        fence_mbarrier_init();
+    }
+    __syncthreads();
+
+    if (group == 0)
+    {
+        if (threadIdx.x == 0)
+            for (int kt = 0; kt < ktiles; kt++)
+            {
+                const int s = kt % GWG_STAGES, use = kt / GWG_STAGES;
+                if (use > 0) mbarrier_wait_parity(empty + 8 * s, (use - 1) & 1);
+                mbarrier_arrive_expect_tx(full + 8 * s, GWG_STAGE_BYTES);
+                tma_load_2d(base + s * GWG_STAGE_BYTES, &tmx, kt * GWG_BK, row0, full + 8 * s);
+                tma_load_2d(base + s * GWG_STAGE_BYTES + GWG_TILE_BYTES, &tmw, kt * GWG_BK, col0, full + 8 * s);
+            }
+        return;
+    }
+
+    const int consumer = group - 1;
+    float acc[64];
+    for (int i = 0; i < 64; i++) acc[i] = 0.f;
+    for (int kt = 0; kt < ktiles; kt++)
+    {
+        const int s = kt % GWG_STAGES;
+        mbarrier_wait_parity(full + 8 * s, (kt / GWG_STAGES) & 1);
+        const u32 a = base + s * GWG_STAGE_BYTES + consumer * 64 * 128;
+        const u32 b = base + s * GWG_STAGE_BYTES + GWG_TILE_BYTES;
+        wgmma_fence();
+        for (int kk = 0; kk < GWG_BK / 16; kk++)
+            wgmma_m64n128k16_bf16(acc, wgmma_desc_sw128(a + kk * 32), wgmma_desc_sw128(b + kk * 32), 1);
+        wgmma_commit();
+        wgmma_wait<1>();
+        if (kt > 0 && (threadIdx.x & 31) == 0) mbarrier_arrive(empty + 8 * ((kt - 1) % GWG_STAGES));
+    }
+    wgmma_wait<0>();
+    gwg_store(y, acc, row0 + 64 * consumer, col0, n, m, alpha, accumulate);
+#endif
+}
+LORI_KERNEL(gemm_wgmma_tma_bf16)
 
 extern "C" __global__ void gemm_wgmma_bf16(const bf16* x, const bf16* w, float* y, int n, int m, int k, float alpha, int accumulate)
 {

@@ -1,6 +1,7 @@
 using LoRI.Backend;
 using LoRI.Cuda.Checks;
 using LoRI.Cuda.Driver;
+using LoRI.Cuda.Emulator;
 using LoRI.Tensors;
 
 namespace LoRI.Cuda.Backend;
@@ -12,12 +13,22 @@ namespace LoRI.Cuda.Backend;
 /// and its emulator twins share one reading of the PTX ISA, only after it matched the mma.sync GEMM
 /// (gemm_tc.cu) on the device at two small ragged shapes; otherwise MatMul keeps gemm_tc, with one warning
 /// line saying why. <see cref="UseWgmma"/> overrides the choice (the emulator runs the kernel on its twins).
+/// Kernels: with K % 8 == 0 and 16-byte aligned operands the TMA producer/consumer kernel (tensor maps from
+/// cuTensorMapEncodeTiled), or the cp.async-staged one while a CUDA graph is being recorded (a recorded launch
+/// keeps only scalar arguments) or with <see cref="WgmmaTma"/> off; the register-staged kernel otherwise.
 /// </summary>
 public sealed unsafe partial class CudaBackend
 {
     private const int GemmWgmmaTile = 128;
     /// <summary>4 stages x (128 + 128 rows) x 128 bytes (64 bf16 of K), plus 1 KiB to align the tiles to 1024 bytes.</summary>
     private const int GemmWgmmaSmemBytes = 4 * 2 * GemmWgmmaTile * 128 + 1024;
+    /// <summary>The same plus 8 mbarriers (full and empty per stage).</summary>
+    private const int GemmWgmmaTmaSmemBytes = GemmWgmmaSmemBytes + 8 * 8;
+
+    private enum WgmmaKernel { Tma, CpAsync, Ragged }
+
+    /// <summary>Whether aligned operands go through the TMA kernel (default) or the cp.async-staged one.</summary>
+    public bool WgmmaTma { get; set; } = true;
 
     private bool? _useWgmma;
     private bool? _wgmmaChosen;
@@ -89,12 +100,72 @@ public sealed unsafe partial class CudaBackend
 
     private void GemmWgmmaLaunch(Tensor x, Tensor w, Tensor y, int n, int m, int k, float alpha, bool accumulate)
     {
-        if (!WgmmaCodeAvailable) throw new UnsupportedException($"matmul_wgmma: the gemm_wgmma kernels on {Driver.DeviceName} are not the sm_90a build");
         bool aligned = k % 8 == 0 && x.Pointer % 16 == 0 && w.Pointer % 16 == 0;
-        var a = new KernelArgs();
-        a.Add(x); a.Add(w); a.Add(y); a.Add(n); a.Add(m); a.Add(k); a.Add(alpha); a.Add(accumulate ? 1 : 0);
+        var kind = !aligned ? WgmmaKernel.Ragged : WgmmaTma && _recording is null ? WgmmaKernel.Tma : WgmmaKernel.CpAsync;
+        GemmWgmmaLaunch(x, w, y, n, m, k, alpha, accumulate, kind);
+    }
+
+    private void GemmWgmmaLaunch(Tensor x, Tensor w, Tensor y, int n, int m, int k, float alpha, bool accumulate, WgmmaKernel kind)
+    {
+        if (!WgmmaCodeAvailable) throw new UnsupportedException($"matmul_wgmma: the gemm_wgmma kernels on {Driver.DeviceName} are not the sm_90a build");
         var grid = new Dim3((uint)((m + GemmWgmmaTile - 1) / GemmWgmmaTile), (uint)((n + GemmWgmmaTile - 1) / GemmWgmmaTile));
-        Launch("gemm_wgmma", aligned ? "gemm_wgmma_bf16" : "gemm_wgmma_bf16_ragged", grid, 256, GemmWgmmaSmemBytes, ref a);
+        var a = new KernelArgs();
+        if (kind == WgmmaKernel.Tma)
+        {
+            var mx = Bf16RowsMap(x, n, k);
+            var mw = Bf16RowsMap(w, m, k);
+            a.Add(y); a.Add(n); a.Add(m); a.Add(k); a.Add(alpha); a.Add(accumulate ? 1 : 0);
+            LaunchWithTensorMaps("gemm_wgmma", "gemm_wgmma_tma_bf16", grid, 384, GemmWgmmaTmaSmemBytes, mx, mw, ref a);
+            return;
+        }
+        a.Add(x); a.Add(w); a.Add(y); a.Add(n); a.Add(m); a.Add(k); a.Add(alpha); a.Add(accumulate ? 1 : 0);
+        Launch("gemm_wgmma", kind == WgmmaKernel.CpAsync ? "gemm_wgmma_bf16" : "gemm_wgmma_bf16_ragged", grid, 256, GemmWgmmaSmemBytes, ref a);
+    }
+
+    /// <summary>
+    /// The tensor map of a row-major bf16 [rows, k] operand as gemm_wgmma_tma_bf16 reads it: boxes of 64 (K) x 128
+    /// (rows), 128-byte swizzle, out-of-bound elements zero.
+    /// </summary>
+    private TensorMap Bf16RowsMap(Tensor t, int rows, int k)
+    {
+        Span<ulong> dims = [(ulong)k, (ulong)rows];
+        Span<ulong> strides = [(ulong)k * 2];
+        Span<uint> box = [64, GemmWgmmaTile];
+        Span<uint> one = [1, 1];
+        return Driver.EncodeTensorMapTiled(TensorMapDataType.BFloat16, (ulong)t.Pointer, dims, strides, box, one,
+                                           TensorMapSwizzle.Bytes128, TensorMapL2Promotion.Bytes256, TensorMapOobFill.None);
+    }
+
+    /// <summary>
+    /// Launches a kernel whose first two parameters are `const __grid_constant__` tensor maps, then
+    /// <paramref name="rest"/>. The maps are copied to 64-byte aligned stack memory for the launch (the driver
+    /// copies parameters at launch time). Not recordable into a CUDA graph (callers take another kernel then).
+    /// </summary>
+    private void LaunchWithTensorMaps(string family, string name, Dim3 grid, Dim3 block, int smem, in TensorMap first, in TensorMap second, ref KernelArgs rest)
+    {
+        if (_recording is not null) throw new InvalidOperationException($"{name} takes tensor maps and cannot be recorded into a CUDA graph");
+        var fn = Function(family, name);
+        if (Driver is EmulatorDriver emu && emu.ParameterCount(fn) != rest.Count + 2)
+            throw new InvalidOperationException($"{name} takes {emu.ParameterCount(fn)} parameters, the launcher passed {rest.Count + 2}");
+        if (smem > 48 * 1024 && (!_dynamicSmemLimit.TryGetValue(fn, out var limit) || limit < smem))
+        {
+            if (smem > Driver.MaxDynamicSharedMemoryPerBlock)
+                throw new UnsupportedException($"{name} needs {smem} bytes of shared memory; the device allows {Driver.MaxDynamicSharedMemoryPerBlock}");
+            Driver.SetMaxDynamicSharedMemory(fn, smem);
+            _dynamicSmemLimit[fn] = smem;
+        }
+        var raw = stackalloc byte[2 * 128 + 64];
+        var maps = (TensorMap*)(((nint)raw + 63) & ~(nint)63);
+        maps[0] = first;
+        maps[1] = second;
+        var pointers = stackalloc void*[KernelArgs.Capacity + 2];
+        pointers[0] = maps;
+        pointers[1] = maps + 1;
+        fixed (ulong* v = rest.Values)
+        {
+            for (int i = 0; i < rest.Count; i++) pointers[2 + i] = v + i;
+            Driver.Launch(fn, grid, block, smem, Stream, pointers);
+        }
     }
 
     /// <summary>Runs gemm_wgmma_probe: 1 from the sm_90a build (and the emulator), 0 from a compute_80/90 build.</summary>
@@ -144,16 +215,17 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
-    /// The wgmma GEMM against gemm_tc on the device: both kernels (cp.async and register-staged) at ragged
+    /// The wgmma GEMM against gemm_tc on the device: its three kernels (TMA, cp.async, register-staged) at ragged
     /// shapes, one with accumulate. Both sum exact bf16 products in fp32, so only the order of the sums may
     /// differ. Returns null when they match, else the worst element.
     /// </summary>
     private string? WgmmaSelfCheck(out string summary)
     {
         summary = "";
-        (int N, int M, int K, float Alpha, bool Accumulate)[] shapes = [(150, 200, 136, 1f, false), (37, 70, 45, -0.5f, true)];
+        (int N, int M, int K, float Alpha, bool Accumulate, WgmmaKernel Kind)[] shapes =
+            [(150, 200, 136, 1f, false, WgmmaKernel.Tma), (150, 200, 136, 0.5f, true, WgmmaKernel.CpAsync), (37, 70, 45, -0.5f, true, WgmmaKernel.Ragged)];
         var rng = new Random(90);
-        foreach (var (n, m, k, alpha, accumulate) in shapes)
+        foreach (var (n, m, k, alpha, accumulate, kind) in shapes)
         {
             var xv = new ushort[n * k];
             var wv = new ushort[m * k];
@@ -170,14 +242,14 @@ public sealed unsafe partial class CudaBackend
             Upload<float>(y0, yTc);
             Upload<float>(y0, yWg);
             GemmTcLaunch(x, w, yTc, n, m, k, alpha, accumulate);
-            GemmWgmmaLaunch(x, w, yWg, n, m, k, alpha, accumulate);
+            GemmWgmmaLaunch(x, w, yWg, n, m, k, alpha, accumulate, kind);
             var reference = new float[n * m];
             var got = new float[n * m];
             Download<float>(yTc, reference);
             Download<float>(yWg, got);
             var cmp = Tolerance.Compare(got, reference, 2e-5f * MathF.Sqrt(k), 1e-5f);
-            if (!cmp.Passed) return $"{n} x {m} x {k}: {cmp}";
-            summary += (summary.Length > 0 ? ", " : "") + $"{n} x {m} x {k} max |diff| {cmp.MaxError:G3}";
+            if (!cmp.Passed) return $"{kind} kernel at {n} x {m} x {k}: {cmp}";
+            summary += (summary.Length > 0 ? ", " : "") + $"{kind} {n} x {m} x {k} max |diff| {cmp.MaxError:G3}";
         }
         return null;
     }

@@ -40,6 +40,7 @@ public static class KernelChecks
         new("matmul_wgmma_bf16", c => MatMulWgmma(c, (128, 128, 64), (37, 70, 45), 1f, false), WgmmaSkip),
         new("matmul_wgmma_bf16_multistage", c => MatMulWgmma(c, (256, 256, 512), (150, 200, 136), 1f, false), WgmmaSkip),
         new("matmul_wgmma_bf16_multistage_accumulate", c => MatMulWgmma(c, (130, 136, 264), (150, 200, 171), 0.5f, true), WgmmaSkip),
+        new("matmul_wgmma_cp_async_bf16_multistage_accumulate", c => MatMulWgmma(c, (130, 136, 264), (150, 200, 136), 0.5f, true, tma: false), WgmmaSkip),
         new("matmul_bf16_auto_wgmma", MatMulAutoWgmma, WgmmaSkip),
         new("matmul_gemv_bf16", c => MatMulGemv(c, 1, 1f, false)),
         new("matmul_gemv_bf16_accumulate", c => MatMulGemv(c, 3, -0.5f, true)),
@@ -263,18 +264,33 @@ public static class KernelChecks
         : $"the gemm_wgmma kernels on {device.Driver.DeviceName} are not the sm_90a build (compute capability {device.Driver.ComputeCapability})";
 
     /// <summary>The wgmma GEMM (sm_90a) against the CPU backend's MatMul on the same bf16-rounded values, like the mma.sync one.</summary>
-    private static Comparison MatMulWgmma(CheckContext c, (int N, int M, int K) aligned, (int N, int M, int K) ragged, float alpha, bool accumulate)
+    private static Comparison MatMulWgmma(CheckContext c, (int N, int M, int K) aligned, (int N, int M, int K) ragged, float alpha, bool accumulate, bool tma = true)
     {
         var (n, m, k) = c.Ragged ? ragged : aligned;
-        c.Note($"x [{n}, {k}] bf16, W [{m}, {k}] bf16, alpha {alpha}{(accumulate ? ", accumulate" : "")}, {(k % 8 == 0 ? "cp.async" : "register-staged")} tiles, wgmma");
+        c.Note($"x [{n}, {k}] bf16, W [{m}, {k}] bf16, alpha {alpha}{(accumulate ? ", accumulate" : "")}, " +
+               $"{(k % 8 != 0 ? "register-staged" : tma ? "TMA" : "cp.async")} tiles, wgmma");
         var xv = c.Random(n * k, 1f).Select(Bf16.Round).ToArray();
         var dx = c.Up(xv, DType.BF16, n, k);
         var cx = c.UpCpu(xv, DType.F32, n, k);
         var (dw, cw) = c.Both(c.Random(m * k, 1f), DType.BF16, m, k);
         var (dy, cy) = c.Both(c.Random(n * m, 1f), DType.F32, n, m);
-        c.Device.MatMulWgmma(dx, dw, dy, alpha, accumulate);
+        bool was = c.Device.WgmmaTma;
+        c.Device.WgmmaTma = tma;
+        try
+        {
+            c.Device.MatMulWgmma(dx, dw, dy, alpha, accumulate);
+        }
+        finally
+        {
+            c.Device.WgmmaTma = was;
+        }
         c.Cpu.MatMul(cx, cw, cy, alpha, accumulate);
-        c.Timed = () => c.Device.MatMulWgmma(dx, dw, dy, alpha, false);
+        c.Timed = () =>
+        {
+            c.Device.WgmmaTma = tma;
+            c.Device.MatMulWgmma(dx, dw, dy, alpha, false);
+            c.Device.WgmmaTma = was;
+        };
         return c.Compare(dy, cy, 2e-5f * MathF.Sqrt(k), 1e-5f);
     }
 

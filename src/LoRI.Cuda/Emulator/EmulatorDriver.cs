@@ -108,6 +108,26 @@ public sealed unsafe class EmulatorDriver : ICudaDriver
 
     public void Synchronize() => ThrowIfFailed(EmuApi.lemu_ctx_synchronize());
 
+    public TensorMap EncodeTensorMapTiled(TensorMapDataType dataType, ulong globalAddress, ReadOnlySpan<ulong> globalDims, ReadOnlySpan<ulong> globalStrides,
+                                          ReadOnlySpan<uint> boxDims, ReadOnlySpan<uint> elementStrides, TensorMapSwizzle swizzle,
+                                          TensorMapL2Promotion l2Promotion, TensorMapOobFill oobFill)
+    {
+        if (globalDims.Length is < 1 or > 5 || boxDims.Length != globalDims.Length || elementStrides.Length != globalDims.Length
+            || globalStrides.Length != globalDims.Length - 1)
+            throw new ArgumentException($"tensor map: rank {globalDims.Length} with {globalStrides.Length} strides, {boxDims.Length} box and {elementStrides.Length} element-stride values");
+        // the map must be written to 64-byte aligned memory
+        var raw = stackalloc byte[128 + 64];
+        var map = (TensorMap*)(((nint)raw + 63) & ~(nint)63);
+        fixed (ulong* dims = globalDims, strides = globalStrides)
+        fixed (uint* box = boxDims, es = elementStrides)
+        {
+            ulong none = 0;
+            ThrowIfFailed(EmuApi.lemu_tensor_map_encode_tiled(map, dataType, (uint)globalDims.Length, globalAddress, dims, globalStrides.Length > 0 ? strides : &none,
+                                                              box, es, 0, swizzle, l2Promotion, oobFill));
+        }
+        return *map;
+    }
+
     CuResult ICudaDriver.ReleaseModule(nint module) => EmuApi.lemu_module_unload(module);
     CuResult ICudaDriver.ReleaseStream(nint stream) => EmuApi.lemu_stream_destroy(stream);
     CuResult ICudaDriver.ReleaseEvent(nint e) => EmuApi.lemu_event_destroy(e);
