@@ -129,6 +129,9 @@ namespace lori_emu {
 
 thread_local ThreadCtx* t_thread = nullptr;
 thread_local BlockCtx* t_block = nullptr;
+thread_local unsigned long long t_sync_epoch = 0;
+
+void note_sync_progress() { t_sync_epoch++; }
 
 namespace {
 
@@ -382,10 +385,12 @@ void run_block(Worker& w, Trampoline tramp, void** args, BlockCtx& block)
                     }
                     else if (lanes[l]->state == State::Spinning)
                     {
-                        // a spin-wait that fails again (and yields Spinning again) is no progress
+                        // a spin-wait that fails again (yields Spinning again, having changed no shared
+                        // synchronisation state on the way) is no progress
                         lanes[l]->state = State::Runnable;
+                        const unsigned long long epoch = t_sync_epoch;
                         switch_to_fiber(w, *lanes[l]);
-                        if (lanes[l]->state != State::Spinning) progress = true;
+                        if (lanes[l]->state != State::Spinning || t_sync_epoch != epoch) progress = true;
                     }
                 }
                 for (unsigned l = 0; l < count && !w.aborted; l++)

@@ -49,6 +49,8 @@ void syncthreads();
 // Called by a spin-wait whose condition failed (mbarrier.try_wait): lets the block's other threads run.
 // A block whose only runnable threads keep failing their waits fails the launch as a deadlock.
 void spin_wait();
+// Called by the twins whenever they change state a spin-wait may be waiting on (an mbarrier).
+void note_sync_progress();
 // Stops the calling thread's block with an error (the launch then fails with the message).
 [[noreturn]] void trap(const char* what);
 

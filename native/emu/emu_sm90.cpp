@@ -211,6 +211,7 @@ void mbarrier_store(uint32_t bar, Mbarrier m)
     }
     const uint64_t w = (uint64_t)m.pending | ((uint64_t)m.expected << 21) | ((uint64_t)((uint32_t)m.tx & 0x1fffffu) << 42) | ((uint64_t)m.phase << 63);
     std::memcpy(mbarrier_word(bar), &w, 8);
+    note_sync_progress();
 }
 
 void mbarrier_arrive_one(uint32_t bar, int32_t expect_tx)

@@ -56,3 +56,60 @@ extern "C" __global__ void sm90_wgmma_tile(const bf16* a, const bf16* bt, const 
 #endif
 }
 LORI_KERNEL(sm90_wgmma_tile)
+
+// The bulk tensor copy: one box of `map` (bf16, 64 x 128 elements, 128-byte swizzle) at coordinates
+// (c0, c1) into 1024-byte aligned shared memory, completed on an mbarrier; then the block reads the box
+// back through sw128_offset, i.e. where the wgmma descriptors expect element (row, k), into out [128, 64].
+// Out-of-bound elements must arrive as zeros. 128 threads; dynamic shared memory 1024 + 16384 + 8.
+extern "C" __global__ void sm90_tma_box(const __grid_constant__ lori_tensor_map map, bf16* out, int c0, int c1)
+{
+#if LORI_SM90A
+    unsigned char* box = sm90c_aligned_smem();
+    const u32 bar = lori_smem_addr(box) + 64 * 128 * 2;
+    if (threadIdx.x == 0)
+    {
+        mbarrier_init(bar, 1);
+        fence_mbarrier_init();
+    }
+    __syncthreads();
+    if (threadIdx.x == 0)
+    {
+        mbarrier_arrive_expect_tx(bar, 64 * 128 * 2);
+        tma_load_2d(lori_smem_addr(box), &map, c0, c1, bar);
+    }
+    mbarrier_wait_parity(bar, 0);
+    for (int i = threadIdx.x; i < 128 * 64; i += blockDim.x)
+        out[i] = *reinterpret_cast<const bf16*>(box + sw128_offset(i / 64, i % 64));
+#endif
+}
+LORI_KERNEL(sm90_tma_box)
+
+// mbarrier phases: every thread of the block arrives once per phase on a barrier initialised with
+// blockDim.x + extra arrivals, then waits for the phase by its parity. Thread 0 records, after each of
+// three phases, whether try_wait says the phase of that parity completed (1) and whether the next one
+// did (0): out[2 p] and out[2 p + 1]. With extra > 0 no phase ever completes (the emulator reports the
+// spin-wait as a deadlock). Dynamic shared memory: 8 bytes.
+extern "C" __global__ void sm90_mbarrier_phases(int* out, int extra)
+{
+#if LORI_SM90A
+    LORI_DYNAMIC_SHARED(unsigned char, smem);
+    const u32 bar = lori_smem_addr(smem);
+    if (threadIdx.x == 0)
+    {
+        mbarrier_init(bar, blockDim.x + extra);
+        fence_mbarrier_init();
+    }
+    __syncthreads();
+    for (int p = 0; p < 3; p++)
+    {
+        mbarrier_arrive(bar);
+        mbarrier_wait_parity(bar, p & 1);
+        if (threadIdx.x == 0)
+        {
+            out[2 * p] = mbarrier_try_wait_parity(bar, p & 1) ? 1 : 0;
+            out[2 * p + 1] = mbarrier_try_wait_parity(bar, (p + 1) & 1) ? 1 : 0;
+        }
+    }
+#endif
+}
+LORI_KERNEL(sm90_mbarrier_phases)

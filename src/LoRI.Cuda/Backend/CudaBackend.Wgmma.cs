@@ -168,10 +168,26 @@ public sealed unsafe partial class CudaBackend
         }
     }
 
-    /// <summary>Runs gemm_wgmma_probe: 1 from the sm_90a build (and the emulator), 0 from a compute_80/90 build.</summary>
+    /// <summary>
+    /// Runs gemm_wgmma_probe: 1 from the sm_90a build (and the emulator), 0 from a compute_80/90 build. A family
+    /// that fails to compile or load counts as unavailable, with the reason in <see cref="WgmmaStatus"/>.
+    /// </summary>
     private bool ProbeWgmma()
     {
         NotCapturing("probing the wgmma kernels");
+        try
+        {
+            return RunWgmmaProbe();
+        }
+        catch (LoRIException e)
+        {
+            _wgmmaStatus = $"not used: the gemm_wgmma family did not load: {e.Message}";
+            return false;
+        }
+    }
+
+    private bool RunWgmmaProbe()
+    {
         using var flag = Allocate(DType.I32, 1);
         var a = new KernelArgs();
         a.Add(flag);
@@ -192,7 +208,8 @@ public sealed unsafe partial class CudaBackend
         {
             if (!WgmmaCodeAvailable)
             {
-                status = "not used: the gemm_wgmma kernels were not built for sm_90a (no prebuilt .sm_90a.ptx and no NVRTC 12+)";
+                status = _wgmmaStatus.StartsWith("not used: the gemm_wgmma family did not load", StringComparison.Ordinal) ? _wgmmaStatus
+                    : "not used: the gemm_wgmma kernels were not built for sm_90a (no prebuilt .sm_90a.ptx and no NVRTC 12+)";
                 Warning($"warning: {Driver.DeviceName}: wgmma GEMM {status}; MatMul uses the mma.sync GEMM");
                 return false;
             }

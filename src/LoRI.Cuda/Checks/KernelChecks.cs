@@ -312,9 +312,10 @@ public static class KernelChecks
         CudaBackend be = c.Device.Driver.IsEmulator ? new CudaBackend(new Emulator.EmulatorDriver(computeCapability: 90)) : c.Device;
         bool wasBf16 = be.Bf16Activations;
         var wasWarning = be.Warning;
+        var warnings = new List<string>();
         try
         {
-            be.Warning = line => throw new InvalidOperationException("the wgmma first-use check fell back: " + line);
+            be.Warning = warnings.Add;
             be.Bf16Activations = true;
             using var dx = be.Allocate(DType.F32, n, k);
             using var dw = be.Allocate(DType.BF16, m, k);
@@ -322,7 +323,8 @@ public static class KernelChecks
             be.Upload<float>(xv, dx);
             be.Upload<ushort>(wv.Select(Bf16.FromFloat).ToArray(), dw);
             be.MatMul(dx, dw, dy);
-            if (!be.WgmmaActive) throw new InvalidOperationException($"MatMul did not choose the wgmma GEMM: {be.WgmmaStatus}");
+            if (!be.WgmmaActive || warnings.Count > 0)
+                throw new InvalidOperationException($"MatMul did not choose the wgmma GEMM: {be.WgmmaStatus} {string.Join(" ", warnings)}");
             var got = new float[n * m];
             be.Download<float>(dy, got);
             c.Note($"x [{n}, {k}], W [{m}, {k}] bf16 through MatMul; wgmma {be.WgmmaStatus}");

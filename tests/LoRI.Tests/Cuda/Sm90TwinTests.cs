@@ -48,10 +48,71 @@ public abstract class Sm90TwinTestsBase
         var r = h.Download<float>(o, 64 * 128);
         for (int i = 0; i < r.Length; i++) Assert.That(r[i], Is.EqualTo(d[i]).Within(1e-4), $"D[{i / 128}, {i % 128}]");
     }
+
+    internal static TensorMap BoxMap(ICudaDriver driver, ulong address, int rows, int k) =>
+        driver.EncodeTensorMapTiled(TensorMapDataType.BFloat16, address, [(ulong)k, (ulong)rows], [(ulong)k * 2], [64, 128], [1, 1],
+                                    TensorMapSwizzle.Bytes128, TensorMapL2Promotion.None, TensorMapOobFill.None);
+
+    /// <summary>A box read back where the wgmma descriptors look for (row, k): swizzle, position and zero fill past the edges.</summary>
+    [TestCase(0, 0)]
+    [TestCase(64, 40)]
+    [TestCase(-8, -3)]
+    public void Tma_BoxLandsSwizzledWithZerosPastTheEdges(int c0, int c1)
+    {
+        using var h = Open();
+        const int rows = 100, k = 72;
+        var rng = new Random(c0 * 7 + c1);
+        var src = new ushort[rows * k];
+        for (int i = 0; i < src.Length; i++) src[i] = Bf16.FromFloat((float)(rng.NextDouble() * 2 - 1));
+        var map = BoxMap(h.Driver, h.Upload(src), rows, k);
+        var o = h.Zeros<ushort>(128 * 64);
+        h.Launch(M, "sm90_tma_box", 1, 128, 1024 + 64 * 128 * 2 + 8, map, o, c0, c1);
+        var got = h.Download<ushort>(o, 128 * 64);
+        for (int r = 0; r < 128; r++)
+            for (int e = 0; e < 64; e++)
+            {
+                int gr = c1 + r, gk = c0 + e;
+                ushort want = gr >= 0 && gr < rows && gk >= 0 && gk < k ? src[gr * k + gk] : (ushort)0;
+                Assert.That(got[r * 64 + e], Is.EqualTo(want), $"box element (row {r}, k {e}) = x[{gr}, {gk}]");
+            }
+    }
+
+    [Test]
+    public void Mbarrier_PhasesCompleteInTurnAndAreNamedByParity()
+    {
+        using var h = Open();
+        var o = h.Zeros<int>(6);
+        h.Launch(M, "sm90_mbarrier_phases", 1, 64, 8, o, 0);
+        Assert.That(h.Download<int>(o, 6), Is.EqualTo(new[] { 1, 0, 1, 0, 1, 0 }));
+    }
 }
 
 public class Sm90TwinTests : Sm90TwinTestsBase
 {
+    [Test]
+    public void Mbarrier_WaitThatCanNeverComplete_IsReportedAsDeadlock()
+    {
+        using var h = Open();
+        var o = h.Zeros<int>(6);
+        var e = Assert.Throws<CudaException>(() => h.Launch(M, "sm90_mbarrier_phases", 1, 64, 8, o, 1))!;
+        Assert.That(e.Message, Does.Contain("deadlock").And.Contain("spinning"));
+    }
+
+    [Test]
+    public void TensorMapEncode_RejectsWhatTheDriverRejects()
+    {
+        using var h = Open();
+        var p = h.Zeros<ushort>(4096);
+        Assert.That(() => BoxMap(h.Driver, p + 2, 32, 64), Throws.TypeOf<CudaException>().With.Message.Contains("16-byte aligned"));
+        Assert.That(() => BoxMap(h.Driver, p, 32, 60), Throws.TypeOf<CudaException>().With.Message.Contains("multiple of 16"));
+        Assert.That(() => h.Driver.EncodeTensorMapTiled(TensorMapDataType.BFloat16, p, [128, 32], [256], [128, 32], [1, 1],
+                                                        TensorMapSwizzle.Bytes128, TensorMapL2Promotion.None, TensorMapOobFill.None),
+                    Throws.TypeOf<CudaException>().With.Message.Contains("exceeds the 128-byte swizzle span"));
+        Assert.That(() => h.Driver.EncodeTensorMapTiled(TensorMapDataType.BFloat16, p, [64, 32], [128], [64, 257], [1, 1],
+                                                        TensorMapSwizzle.Bytes128, TensorMapL2Promotion.None, TensorMapOobFill.None),
+                    Throws.TypeOf<CudaException>().With.Message.Contains("boxDim[1] = 257"));
+    }
+
     private protected override EmuHarness Open() => new(new EmulatorDriver(computeCapability: 90));
 
     /// <summary>The twin reads its operands at the wait: a tile overwritten before it shows (D = C, not C + AB).</summary>
