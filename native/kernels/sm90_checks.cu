@@ -88,12 +88,11 @@ LORI_KERNEL(sm90_tma_box)
 // blockDim.x + extra arrivals, then waits for the phase by its parity. Thread 0 records, after each of
 // three phases, whether try_wait says the phase of that parity completed (1) and whether the next one
 // did (0): out[2 p] and out[2 p + 1]. With extra > 0 no phase ever completes (the emulator reports the
-// spin-wait as a deadlock). Dynamic shared memory: 8 bytes.
+// spin-wait as a deadlock). Dynamic shared memory: 1024 + 8 bytes.
 extern "C" __global__ void sm90_mbarrier_phases(int* out, int extra)
 {
 #if LORI_SM90A
-    LORI_DYNAMIC_SHARED(unsigned char, smem);
-    const u32 bar = lori_smem_addr(smem);
+    const u32 bar = lori_smem_addr(sm90c_aligned_smem());
     if (threadIdx.x == 0)
     {
         mbarrier_init(bar, blockDim.x + extra);

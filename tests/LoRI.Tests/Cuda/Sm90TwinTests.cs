@@ -82,7 +82,7 @@ public abstract class Sm90TwinTestsBase
     {
         using var h = Open();
         var o = h.Zeros<int>(6);
-        h.Launch(M, "sm90_mbarrier_phases", 1, 64, 8, o, 0);
+        h.Launch(M, "sm90_mbarrier_phases", 1, 64, 1024 + 8, o, 0);
         Assert.That(h.Download<int>(o, 6), Is.EqualTo(new[] { 1, 0, 1, 0, 1, 0 }));
     }
 }
@@ -94,7 +94,7 @@ public class Sm90TwinTests : Sm90TwinTestsBase
     {
         using var h = Open();
         var o = h.Zeros<int>(6);
-        var e = Assert.Throws<CudaException>(() => h.Launch(M, "sm90_mbarrier_phases", 1, 64, 8, o, 1))!;
+        var e = Assert.Throws<CudaException>(() => h.Launch(M, "sm90_mbarrier_phases", 1, 64, 1024 + 8, o, 1))!;
         Assert.That(e.Message, Does.Contain("deadlock").And.Contain("spinning"));
     }
 
