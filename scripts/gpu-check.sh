@@ -7,11 +7,14 @@
 #   scripts/gpu-check.sh run       (on the GPU machine; the default when nvidia-smi is present) runs
 #                                  `lori selftest --device cuda --json` and writes to $OUT (or out/gpu-check/report):
 #                                  selftest.json, selftest.log, device.txt, then `lori bench-gpu` at Llama-3-8B
-#                                  shapes: bench.json, bench.log. Exit code: the selftest's.
+#                                  shapes: bench.json, bench.log, and the same figures in PyTorch + transformers + peft
+#                                  (scripts/torch_bench.py, when python3 has torch): torch.json, torch.log and
+#                                  comparison.md (every figure of ours as a ratio to PyTorch's, measured in this run).
+#                                  Exit code: the selftest's.
 #
 # The GPU machine has no .NET: carry out/gpu-check with the working tree (it is ignored by git).
 # The selftest takes well under a minute of device time (the checks are small; 20 timed launches each);
-# the benchmarks at most four minutes (a 16 GB random model is built on the device).
+# the benchmarks at most four minutes (a 16 GB random model is built on the device), PyTorch's at most five.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=out/gpu-check
@@ -69,6 +72,15 @@ case "$mode" in
     # benchmarks at Llama-3-8B shapes on a random model built on the device (LoRI.Cuda.Bench.GpuBench)
     timeout 240 "$dir/bin/LoRI.Runner" bench-gpu --device cuda --shapes llama3-8b --out "$out/bench.json" > "$out/bench.log" 2>&1
     echo "bench-gpu exit code $?" >> "$out/bench.log"
+    if python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
+      timeout 300 python3 scripts/torch_bench.py measure --out "$out/torch.json" > "$out/torch.log" 2>&1
+      echo "torch_bench exit code $?" >> "$out/torch.log"
+      if [ -s "$out/bench.json" ] && [ -s "$out/torch.json" ]; then
+        python3 scripts/torch_bench.py compare --ours "$out/bench.json" --torch "$out/torch.json" --out "$out/comparison.md" >> "$out/torch.log" 2>&1
+      fi
+    else
+      echo "no PyTorch + transformers + peft on this machine: no comparison" > "$out/torch.log"
+    fi
     set -e
     echo "selftest exit code $rc" >> "$out/selftest.log"
     tail -5 "$out/selftest.log"

@@ -40,3 +40,19 @@ extern "C" __global__ void gather_rows(const float* src, const int* rows, float*
     for (int j = threadIdx.x; j < w; j += blockDim.x) out[j] = in[j];
 }
 LORI_KERNEL(gather_rows)
+
+// embedding_backward: dtable[ids[i], :] += dy[i, :] over the N rows (full fine-tuning's embedding gradient).
+// Thread j owns column j of every row and walks the tokens in order, so repeated ids add up in a fixed
+// order without atomics (the result does not depend on scheduling). Ids outside [0, V) are skipped (the
+// forward already wrote NaN rows for them). Grid-stride over D columns.
+extern "C" __global__ void embedding_backward(const int* ids, const float* dy, float* dtable, int n, int d, int vocab)
+{
+    for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < d; j += gridDim.x * blockDim.x)
+        for (int i = 0; i < n; i++)
+        {
+            const int id = ids[i];
+            if (id < 0 || id >= vocab) continue;
+            dtable[(long long)id * d + j] += dy[(long long)i * d + j];
+        }
+}
+LORI_KERNEL(embedding_backward)

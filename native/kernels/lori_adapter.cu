@@ -10,9 +10,7 @@
 // lora_apply_fused: shrink and expand in one launch for decode (see the kernel).
 // lora_grad_b:   dB[o, j] += scale * sum_n dy[n, o] u[n, j], only where mask[o * R + j] != 0 (mask optional,
 //                u8): the LoRI-S B gradient with its mask applied. Grid-stride over Out * R entries.
-// adamw_sparse_step: AdamW (as adamw.cu) over the live entries of a parameter only: entry e updates
-//                param[index[e]] from grad[index[e]] with its own state m[e], v[e]; the others are not
-//                touched (optimizer state for a LoRI-S B at its density). Grid-stride over `live` entries.
+//                (AdamW over the live entries only is adamw.cu's adamw_step with an index.)
 #include "../include/lori_cuda.cuh"
 
 #define LA_TOKENS 8
@@ -176,23 +174,3 @@ extern "C" __global__ void lora_grad_b(const float* dy, const float* u, const un
     }
 }
 LORI_KERNEL(lora_grad_b)
-
-extern "C" __global__ void adamw_sparse_step(float* param, const float* grad, const int* index, float* m, float* v, const float* coef,
-                                             long long live, float lr, float beta1, float beta2, float eps, float weight_decay, float bc1, float bc2)
-{
-    const float scale = coef ? *coef : 1.0f;
-    const float step = lr / bc1, rbc2 = 1.0f / sqrtf(bc2);
-    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < live; e += (long long)gridDim.x * blockDim.x)
-    {
-        const long long i = index[e];
-        const float g = grad[i] * scale;
-        float p = param[i];
-        p -= lr * weight_decay * p;
-        const float mi = beta1 * m[e] + (1.0f - beta1) * g;
-        const float vi = beta2 * v[e] + (1.0f - beta2) * g * g;
-        m[e] = mi;
-        v[e] = vi;
-        param[i] = p - step * mi / (sqrtf(vi) * rbc2 + eps);
-    }
-}
-LORI_KERNEL(adamw_sparse_step)

@@ -2,7 +2,7 @@
 // backward. x, y, dy, dx f32 [N, D]; w [D]. One block per row; blockDim.x a multiple of 32 (<= 1024).
 //
 // Backward, with r = 1/sqrt(mean(x^2)+eps) and g = dy * w:
-//   dx = r * g - x * r^3 * sum(g * x) / D
+//   dx = r * g - x * r^3 * sum(g * x) / D   (written, or added to dx when accumulate != 0)
 //   dw += sum over rows of dy * x * r          (only when dw is not null; atomically)
 #include "../include/lori_dtypes.cuh"
 
@@ -27,7 +27,7 @@ extern "C" __global__ void rmsnorm_forward_bf16(const float* x, const bf16* w, f
 LORI_KERNEL(rmsnorm_forward_bf16)
 
 template <int DT>
-__device__ __forceinline__ void rmsnorm_backward_impl(const float* x, const void* w, const float* dy, float* dx, float* dw, int d, float eps)
+__device__ __forceinline__ void rmsnorm_backward_impl(const float* x, const void* w, const float* dy, float* dx, float* dw, int d, float eps, int accumulate)
 {
     __shared__ float scratch[32];
     const long long row = (long long)blockIdx.x * d;
@@ -47,14 +47,15 @@ __device__ __forceinline__ void rmsnorm_backward_impl(const float* x, const void
     for (int j = threadIdx.x; j < d; j += blockDim.x)
     {
         const float xv = xr[j];
-        dx[row + j] = r * dyr[j] * load_as_float<DT>(w, j) - xv * c;
+        const float g = r * dyr[j] * load_as_float<DT>(w, j) - xv * c;
+        dx[row + j] = accumulate ? dx[row + j] + g : g;
         if (dw) atomicAdd(&dw[j], dyr[j] * xv * r);
     }
 }
 
-extern "C" __global__ void rmsnorm_backward_f32(const float* x, const float* w, const float* dy, float* dx, float* dw, int d, float eps) { rmsnorm_backward_impl<DT_F32>(x, w, dy, dx, dw, d, eps); }
+extern "C" __global__ void rmsnorm_backward_f32(const float* x, const float* w, const float* dy, float* dx, float* dw, int d, float eps, int accumulate) { rmsnorm_backward_impl<DT_F32>(x, w, dy, dx, dw, d, eps, accumulate); }
 LORI_KERNEL(rmsnorm_backward_f32)
-extern "C" __global__ void rmsnorm_backward_f16(const float* x, const f16* w, const float* dy, float* dx, float* dw, int d, float eps) { rmsnorm_backward_impl<DT_F16>(x, w, dy, dx, dw, d, eps); }
+extern "C" __global__ void rmsnorm_backward_f16(const float* x, const f16* w, const float* dy, float* dx, float* dw, int d, float eps, int accumulate) { rmsnorm_backward_impl<DT_F16>(x, w, dy, dx, dw, d, eps, accumulate); }
 LORI_KERNEL(rmsnorm_backward_f16)
-extern "C" __global__ void rmsnorm_backward_bf16(const float* x, const bf16* w, const float* dy, float* dx, float* dw, int d, float eps) { rmsnorm_backward_impl<DT_BF16>(x, w, dy, dx, dw, d, eps); }
+extern "C" __global__ void rmsnorm_backward_bf16(const float* x, const bf16* w, const float* dy, float* dx, float* dw, int d, float eps, int accumulate) { rmsnorm_backward_impl<DT_BF16>(x, w, dy, dx, dw, d, eps, accumulate); }
 LORI_KERNEL(rmsnorm_backward_bf16)

@@ -6,7 +6,7 @@ namespace LoRI.Cuda.Backend;
 
 /// <summary>
 /// The adapter op `lora_apply` on CUDA (native/kernels/lori_adapter.cu) and the LoRI training kernels: the
-/// masked gradient of B and AdamW over the live entries of a sparse B.
+/// masked gradient of B (AdamW over the live entries of a sparse B is ITrainingOps.AdamWStep with an index).
 /// y += scale * B (A x): the shrink t = scale * x A^T [N, Rank] goes to backend scratch, then the expand adds
 /// t B^T. For at most <see cref="LoraWarpMaxTokens"/> tokens (decode) both are warp-per-row kernels reading
 /// A, B (dense or compact: only B's live entries) once for all tokens; above that the shrink and a dense
@@ -110,30 +110,5 @@ public sealed unsafe partial class CudaBackend : IAdapterOps
         var a = new KernelArgs();
         a.Add(dy); a.Add(u); a.Add(mask is null ? 0UL : (ulong)mask.Pointer); a.Add(dB); a.Add(n); a.Add(outDim); a.Add(r); a.Add(scale);
         Launch("lori_adapter", "lora_grad_b", StrideGrid(dB.Length), _blockSize, 0, ref a);
-    }
-
-    /// <summary>
-    /// One AdamW step (as <see cref="AdamW"/>) over the live entries of a sparse parameter only: index I32 [L]
-    /// lists them (positions in param / grad), m and v F32 [L] are their state. Other entries are not touched.
-    /// </summary>
-    public void AdamWSparse(Tensor param, Tensor grad, Tensor index, Tensor m, Tensor v, Tensor? coef, int step,
-                            float lr, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f)
-    {
-        Expect("adamw_sparse", "param", param, DType.F32);
-        Expect("adamw_sparse", "grad", grad, DType.F32);
-        Expect("adamw_sparse", "index", index, DType.I32);
-        Expect("adamw_sparse", "m", m, DType.F32);
-        Expect("adamw_sparse", "v", v, DType.F32);
-        ExpectLength("adamw_sparse", "grad", grad, param.Length);
-        ExpectLength("adamw_sparse", "m", m, index.Length);
-        ExpectLength("adamw_sparse", "v", v, index.Length);
-        if (coef is not null) { Expect("adamw_sparse", "coef", coef, DType.F32); ExpectLength("adamw_sparse", "coef", coef, 1); }
-        if (step < 1) throw new ArgumentOutOfRangeException(nameof(step), step, "AdamW steps count from 1");
-        if (index.Length == 0) return;
-        float bc1 = 1f - MathF.Pow(beta1, step), bc2 = 1f - MathF.Pow(beta2, step);
-        var a = new KernelArgs();
-        a.Add(param); a.Add(grad); a.Add(index); a.Add(m); a.Add(v); a.Add(coef is null ? 0UL : (ulong)coef.Pointer);
-        a.Add(index.Length); a.Add(lr); a.Add(beta1); a.Add(beta2); a.Add(eps); a.Add(weightDecay); a.Add(bc1); a.Add(bc2);
-        Launch("lori_adapter", "adamw_sparse_step", StrideGrid(index.Length), _blockSize, 0, ref a);
     }
 }

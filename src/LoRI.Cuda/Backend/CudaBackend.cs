@@ -349,10 +349,10 @@ public sealed unsafe partial class CudaBackend : IBackend
     // ---- beyond IBackend -------------------------------------------------------------------------
 
     /// <summary>
-    /// Backward of <see cref="RmsNorm"/>: dx = (writes) and, when <paramref name="dweight"/> is given
-    /// (F32 [D]), dweight += the weight gradient.
+    /// Backward of <see cref="RmsNorm"/>: dx (=, or += when accumulate) and, when <paramref name="dweight"/> is
+    /// given (F32 [D]), dweight += the weight gradient.
     /// </summary>
-    public void RmsNormBackward(Tensor x, Tensor weight, Tensor dy, float eps, Tensor dx, Tensor? dweight = null)
+    public void RmsNormBackward(Tensor x, Tensor weight, Tensor dy, float eps, Tensor dx, Tensor? dweight = null, bool accumulate = false)
     {
         Expect("rmsnorm_backward", "x", x, DType.F32);
         ExpectFloat("rmsnorm_backward", "weight", weight);
@@ -370,7 +370,7 @@ public sealed unsafe partial class CudaBackend : IBackend
         int rows = RowsOf(x, d);
         if (rows == 0) return;
         var a = new KernelArgs();
-        a.Add(x); a.Add(weight); a.Add(dy); a.Add(dx); a.Add(dweight is null ? 0UL : (ulong)dweight.Pointer); a.Add(d); a.Add(eps);
+        a.Add(x); a.Add(weight); a.Add(dy); a.Add(dx); a.Add(dweight is null ? 0UL : (ulong)dweight.Pointer); a.Add(d); a.Add(eps); a.Add(accumulate ? 1 : 0);
         Launch("rmsnorm", "rmsnorm_backward_" + Suffix(weight.DType), rows, _blockSize, 0, ref a);
     }
 
@@ -392,59 +392,6 @@ public sealed unsafe partial class CudaBackend : IBackend
         var a = new KernelArgs();
         a.Add(src); a.Add(dst); a.Add(src.Length);
         Launch("cast", $"cast_{Suffix(src.DType)}_{Suffix(dst.DType)}", StrideGrid(src.Length), _blockSize, 0, ref a);
-    }
-
-    /// <summary>
-    /// sumsq += sum(grad^2) over entries where mask (U8, optional) is non-zero. sumsq F32 [1]: zero it
-    /// first; one per tensor for per-tensor clipping, one for all tensors for global-norm clipping.
-    /// </summary>
-    public void GradSumSquares(Tensor grad, Tensor? mask, Tensor sumsq)
-    {
-        Expect("grad_sumsq", "grad", grad, DType.F32);
-        Expect("grad_sumsq", "sumsq", sumsq, DType.F32);
-        ExpectLength("grad_sumsq", "sumsq", sumsq, 1);
-        CheckMask("grad_sumsq", mask, grad.Length);
-        if (grad.Length == 0) return;
-        var a = new KernelArgs();
-        a.Add(grad); a.Add(mask is null ? 0UL : (ulong)mask.Pointer); a.Add(grad.Length); a.Add(sumsq);
-        Launch("adamw", "grad_sumsq", StrideGrid(grad.Length), _blockSize, 0, ref a);
-    }
-
-    /// <summary>coef = min(1, maxNorm / (sqrt(sumsq) + 1e-6)), torch's clip_grad_norm_ factor. Both F32 [1].</summary>
-    public void ClipCoefficient(Tensor sumsq, float maxNorm, Tensor coef)
-    {
-        Expect("clip_coef", "sumsq", sumsq, DType.F32);
-        Expect("clip_coef", "coef", coef, DType.F32);
-        var a = new KernelArgs();
-        a.Add(sumsq); a.Add(maxNorm); a.Add(coef);
-        Launch("adamw", "clip_coef", 1, 32, 0, ref a);
-    }
-
-    /// <summary>
-    /// One AdamW step (torch.optim.AdamW) at step number <paramref name="step"/> (1-based): param, m, v
-    /// F32 updated in place; the gradient is multiplied by coef (F32 [1], optional: clipping) and zeroed
-    /// where mask (U8, optional) is 0.
-    /// </summary>
-    public void AdamW(Tensor param, Tensor grad, Tensor m, Tensor v, Tensor? mask, Tensor? coef, int step,
-                      float lr, float beta1 = 0.9f, float beta2 = 0.999f, float eps = 1e-8f, float weightDecay = 0f)
-    {
-        Expect("adamw", "param", param, DType.F32);
-        Expect("adamw", "grad", grad, DType.F32);
-        Expect("adamw", "m", m, DType.F32);
-        Expect("adamw", "v", v, DType.F32);
-        ExpectLength("adamw", "grad", grad, param.Length);
-        ExpectLength("adamw", "m", m, param.Length);
-        ExpectLength("adamw", "v", v, param.Length);
-        CheckMask("adamw", mask, param.Length);
-        if (coef is not null) { Expect("adamw", "coef", coef, DType.F32); ExpectLength("adamw", "coef", coef, 1); }
-        if (step < 1) throw new ArgumentOutOfRangeException(nameof(step), step, "AdamW steps count from 1");
-        if (param.Length == 0) return;
-        float bc1 = 1f - MathF.Pow(beta1, step), bc2 = 1f - MathF.Pow(beta2, step);
-        var a = new KernelArgs();
-        a.Add(param); a.Add(grad); a.Add(m); a.Add(v);
-        a.Add(mask is null ? 0UL : (ulong)mask.Pointer); a.Add(coef is null ? 0UL : (ulong)coef.Pointer);
-        a.Add(param.Length); a.Add(lr); a.Add(beta1); a.Add(beta2); a.Add(eps); a.Add(weightDecay); a.Add(bc1); a.Add(bc2);
-        Launch("adamw", "adamw_step", StrideGrid(param.Length), _blockSize, 0, ref a);
     }
 
     private void CheckMask(string op, Tensor? mask, long length)

@@ -28,7 +28,24 @@ public sealed class DeviceArena : IDisposable
     }
 
     /// <summary>Bytes handed out and not yet returned.</summary>
-    public long BytesInUse { get; private set; }
+    public long BytesInUse
+    {
+        get;
+        private set
+        {
+            field = value;
+            if (value > PeakBytesInUse) PeakBytesInUse = value;
+        }
+    }
+
+    /// <summary>The most bytes in use at once since creation or the last <see cref="ResetPeak"/>.</summary>
+    public long PeakBytesInUse { get; private set; }
+
+    /// <summary>Starts a new peak measurement from the bytes in use now.</summary>
+    public void ResetPeak()
+    {
+        lock (_lock) PeakBytesInUse = BytesInUse;
+    }
     /// <summary>Bytes held from the driver (chunks plus direct blocks).</summary>
     public long BytesReserved { get; private set; }
 

@@ -5,12 +5,14 @@ using LoRI.Backend;
 using LoRI.Cuda.Backend;
 using LoRI.Model;
 using LoRI.Tensors;
+using LoRI.Training;
+using LoRI.Training.Data;
 
 namespace LoRI.Cuda.Bench;
 
 /// <summary>Sizes of one benchmark run: the model shapes and how much work each figure times.</summary>
 public sealed record GpuBenchOptions(LlamaConfig Config, int GemmTokens, int AttentionSeqLen, int Context, int DecodeTokens,
-                                     int PrefillTokens, int AdapterRank, double AdapterSparsity, int Repeats)
+                                     int PrefillTokens, int AdapterRank, double AdapterSparsity, int Repeats, int TrainBatch, int TrainSeqLen)
 {
     /// <summary>Llama-3-8B shapes (32 layers, 4096 wide, GQA 32/8, vocab 128256), as gpu.md's arithmetic assumes.</summary>
     public static GpuBenchOptions Llama3_8B { get; } = new(new LlamaConfig
@@ -18,7 +20,8 @@ public sealed record GpuBenchOptions(LlamaConfig Config, int GemmTokens, int Att
         HiddenSize = 4096, IntermediateSize = 14336, NumLayers = 32, NumHeads = 32, NumKvHeads = 8, HeadDim = 128,
         VocabSize = 128256, MaxPositionEmbeddings = 8192, RopeTheta = 500000f, RmsNormEps = 1e-5f,
         RopeScaling = new RopeScaling(8f, 1f, 4f, 8192), TieWordEmbeddings = false, BosTokenId = 128000, EosTokenIds = [128001],
-    }, GemmTokens: 4096, AttentionSeqLen: 4096, Context: 512, DecodeTokens: 64, PrefillTokens: 2048, AdapterRank: 64, AdapterSparsity: 0.9, Repeats: 10);
+    }, GemmTokens: 4096, AttentionSeqLen: 4096, Context: 512, DecodeTokens: 64, PrefillTokens: 2048, AdapterRank: 64, AdapterSparsity: 0.9, Repeats: 10,
+       TrainBatch: 2, TrainSeqLen: 512);
 
     /// <summary>A few-kilobyte model for running the benchmark code itself on the emulator.</summary>
     public static GpuBenchOptions Tiny { get; } = new(new LlamaConfig
@@ -26,7 +29,8 @@ public sealed record GpuBenchOptions(LlamaConfig Config, int GemmTokens, int Att
         HiddenSize = 64, IntermediateSize = 96, NumLayers = 2, NumHeads = 4, NumKvHeads = 2, HeadDim = 16,
         VocabSize = 300, MaxPositionEmbeddings = 256, RopeTheta = 10000f, RmsNormEps = 1e-5f, TieWordEmbeddings = false,
         BosTokenId = 0, EosTokenIds = [1],
-    }, GemmTokens: 48, AttentionSeqLen: 40, Context: 20, DecodeTokens: 5, PrefillTokens: 24, AdapterRank: 8, AdapterSparsity: 0.9, Repeats: 1);
+    }, GemmTokens: 48, AttentionSeqLen: 40, Context: 20, DecodeTokens: 5, PrefillTokens: 24, AdapterRank: 8, AdapterSparsity: 0.9, Repeats: 1,
+       TrainBatch: 2, TrainSeqLen: 12);
 }
 
 /// <summary>
@@ -55,10 +59,7 @@ public static class GpuBench
         Gemm(be, o, w);
         Attention(be, o, w);
         Model(be, o, w, nominal > 0 ? nominal : bandwidth);
-        w.WriteStartObject("training");
-        w.WriteString("status", "not measured: the training graph (LoRI.Training.TrainingGraph) runs on host memory only; its CUDA kernels " +
-                                "(attention backward, matmul backward, masked dB, sparse AdamW, chunked cross-entropy) are checked by selftest");
-        w.WriteEndObject();
+        Training(be, o, w);
         w.WriteEndObject();
     }
 
@@ -268,6 +269,70 @@ public static class GpuBench
         var logits = new float[model.Config.VocabSize];
         double pre = Seconds(be, Math.Max(1, o.Repeats / 5), () => model.Forward(prefill, slots, positions, [prefill.Length - 1], cache, logits));
         return (decode, pre, tokens);
+    }
+
+    /// <summary>
+    /// One training step (forward, backward, clipping, AdamW) of TrainingGraph per adapter method on a random bf16
+    /// model made on the device: tokens/s and the device memory the training adds (activations, adapter,
+    /// gradients, optimizer state, scratch) at its peak. Full fine-tuning is measured only where its fp32 master
+    /// weights, gradients and AdamW moments (16 bytes a parameter) fit in a quarter of a 141 GB device.
+    /// </summary>
+    private static void Training(CudaBackend be, GpuBenchOptions o, Utf8JsonWriter w)
+    {
+        var c = o.Config;
+        int r = o.AdapterRank;
+        w.WriteStartObject("training");
+        w.WriteString("setup", $"{o.TrainBatch} x {o.TrainSeqLen} tokens a step, rank {r}, alpha {2 * r}, all 7 projections, frozen bf16 weights as " +
+                               $"stored, per-tensor clipping, AdamW; LoRI-S with a random {o.AdapterSparsity:P0}-sparse mask and compact optimizer state; " +
+                               "seconds of one step after a warm-up step");
+        using var weights = RandomModel(be, c, 43);
+        using var model = new LlamaModel(c, be, weights, 1);
+        var rng = new Rng(5);
+        var examples = Enumerable.Range(0, o.TrainBatch).Select(i =>
+            new TrainingExample(Enumerable.Range(0, o.TrainSeqLen).Select(_ => rng.NextInt(c.VocabSize)).ToArray(), PromptLength: 1, Line: i + 1)).ToList();
+        var batch = new Batch(examples, 0, LossReduction.SumTokensMeanSequences);
+        var opt = new AdamWOptions();
+        bool fullFits = c.ParameterCount * 16.0 <= 141e9 / 4;
+        foreach (var method in new[] { TrainMethod.Lora, TrainMethod.LoriD, TrainMethod.LoriS, TrainMethod.Full })
+        {
+            w.WriteStartObject(method.Name());
+            if (method == TrainMethod.Full && !fullFits)
+            {
+                w.WriteString("status", $"not run: {c.ParameterCount * 16.0 / 1e9:F0} GB of fp32 weights, gradients and AdamW moments");
+                w.WriteEndObject();
+                continue;
+            }
+            var adapter = method == TrainMethod.Full ? null : LoriSetup.CreateAdapter(c, r, 2.0 * r, Projs.All, AInit.Uniform, 7);
+            var mask = method == TrainMethod.LoriS ? RandomMask(adapter!, o.AdapterSparsity, 9) : null;
+            be.Synchronize();
+            long before = be.Arena.BytesInUse;
+            be.Arena.ResetPeak();
+            using (var g = new TrainingGraph(model, method, adapter, batch.Size * batch.SeqLen, mask))
+            {
+                double loss = 0;
+                double s = Seconds(be, Math.Max(1, o.Repeats / 5), () =>
+                {
+                    loss = g.Run(batch);
+                    g.OptimizerStep(1e-4, opt);
+                });
+                Num(w, "tokens_per_s", batch.Size * batch.SeqLen / s);
+                Num(w, "step_ms", s * 1e3);
+                Num(w, "loss", loss);
+                Num(w, "trainable_parameters", g.Params.Sum(p => (double)(p.Mask is null ? p.Value.Length : p.Mask.Count(k => k))));
+                Num(w, "training_peak_bytes", be.Arena.PeakBytesInUse - before);
+                Num(w, "device_peak_bytes", be.Arena.PeakBytesInUse);
+            }
+            be.ReleaseScratch();
+            w.WriteEndObject();
+        }
+        w.WriteEndObject();
+    }
+
+    private static LoraMask RandomMask(LoraAdapter a, double sparsity, ulong seed)
+    {
+        var rng = new Rng(seed);
+        return new LoraMask(a.Modules.Select(m =>
+            new MaskEntry(m.Layer, m.Proj, m.Out, m.Rank, m.B.Select(_ => rng.NextDouble() >= sparsity ? (byte)1 : (byte)0).ToArray())));
     }
 
     /// <summary>A model of config <paramref name="c"/> with random bf16 weights made on the device (no host copy).</summary>

@@ -28,7 +28,8 @@ public static class KernelChecks
         new("embedding_forward_f16", c => Embedding(c, DType.F16)),
         new("gather_rows", GatherRows),
         new("rmsnorm_forward", RmsNormForward),
-        new("rmsnorm_backward", RmsNormBackward),
+        new("rmsnorm_backward", c => RmsNormBackward(c, accumulate: false)),
+        new("rmsnorm_backward_accumulate", c => RmsNormBackward(c, accumulate: true)),
         new("matmul_f32", c => MatMul(c, DType.F32, 1f, false)),
         new("matmul_bf16", c => MatMul(c, DType.BF16, 1f, false)),
         new("matmul_f16", c => MatMul(c, DType.F16, 1f, false)),
@@ -69,13 +70,15 @@ public static class KernelChecks
         new("lora_apply_fused_dense_decode", c => LoraApply(c, LoraBForm.Dense, decode: true, fusedBlocks: 3)),
         new("lora_apply_fused_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true, fusedBlocks: 2)),
         new("lora_grad_b_masked", LoraGradB),
-        new("adamw_sparse_step", AdamWSparse),
+        new("embedding_backward_repeated_ids", EmbeddingBackward),
+        new("transpose_f32", Transpose),
         new("matmul_backward_input_bf16", c => MatMulBackward(c, DType.BF16, input: true)),
         new("matmul_backward_weight", c => MatMulBackward(c, DType.F32, input: false)),
         new("lm_head_cross_entropy_f32", c => CrossEntropy(c, DType.F32)),
         new("lm_head_cross_entropy_bf16", c => CrossEntropy(c, DType.BF16)),
         new("adamw_step_masked_per_tensor_clip", c => AdamW(c, masked: true, globalNorm: false)),
         new("adamw_step_global_clip", c => AdamW(c, masked: false, globalNorm: true)),
+        new("adamw_step_compact_live_entries", c => AdamW(c, masked: false, globalNorm: false, compact: true)),
         new("argmax_rows", Argmax),
         new("sample_top_p", SampleTopP),
     ];
@@ -176,7 +179,7 @@ public static class KernelChecks
         return c.Compare(dy, cy, 1e-5f, 1e-5f);
     }
 
-    private static Comparison RmsNormBackward(CheckContext c)
+    private static Comparison RmsNormBackward(CheckContext c, bool accumulate)
     {
         int n = c.Pick(16, 7), d = c.Pick(256, 333);
         const float eps = 1e-5f;
@@ -200,14 +203,17 @@ public static class KernelChecks
         var tx = c.Up(x, DType.F32, n, d);
         var tw = c.Up(w, DType.BF16, d);
         var tdy = c.Up(dyv, DType.F32, n, d);
-        var tdx = c.Device.Allocate(DType.F32, n, d);
+        // accumulate: dx starts from values that the op must add to (and that the reference adds)
+        var dx0 = accumulate ? c.Random(n * d, 1f) : new float[n * d];
+        if (accumulate) for (int i = 0; i < rx.Length; i++) rx[i] += dx0[i];
+        var tdx = c.Up(dx0, DType.F32, n, d);
         var tdw = c.Device.Allocate(DType.F32, d);
-        c.Own(tdx, tdw);
-        c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, tdw);
-        c.Timed = () => c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, null);
-        var cdx = new float[n * d];
+        c.Own(tdw);
+        c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, tdw, accumulate);
+        c.Timed = () => c.Device.RmsNormBackward(tx, tw, tdy, eps, tdx, null, accumulate);
+        var cdx = (float[])dx0.Clone();
         var cdw = new float[d];
-        CpuOps.RmsNormBackward(x, w, dyv, d, eps, cdx, cdw);
+        CpuOps.RmsNormBackward(x, w, dyv, d, eps, cdx, cdw, accumulate);
         var gdx = c.Get(tdx);
         var gdw = c.Get(tdw);
         return Tolerance.Compare(gdx, ToFloat(rx), 1e-5f, 1e-4f).And(Tolerance.Compare(gdw, ToFloat(rw), 1e-4f, 1e-4f))
@@ -678,15 +684,24 @@ public static class KernelChecks
             .And(Tolerance.Compare(c.Get(tdv), rdv, 2e-5f, 1e-4f));
     }
 
-    private static Comparison AdamW(CheckContext c, bool masked, bool globalNorm)
+    /// <summary>
+    /// GradNorm + AdamWStep over two tensors for three steps, clipped per tensor or globally (the coefficients
+    /// formed on the host from the device's norms, as TrainingGraph does): against the AdamW formulas in double,
+    /// and against the CPU backend's ops, which the kernel matches operation for operation.
+    /// </summary>
+    private static Comparison AdamW(CheckContext c, bool masked, bool globalNorm, bool compact = false)
     {
         int n1 = c.Pick(4096, 1000), n2 = c.Pick(1024, 333);
-        const float lr = 1e-2f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.01f, maxNorm = 1f;
+        const double lr = 1e-2, wd = 0.01;
+        const float maxNorm = 1f;
+        var opts = new Training.AdamWOptions { WeightDecay = wd };
         const int steps = 3;
-        c.Note($"tensors [{n1}] and [{n2}], {steps} steps, {(masked ? "masked, " : "")}{(globalNorm ? "global" : "per-tensor")} norm clipping");
+        c.Note($"tensors [{n1}] and [{n2}], {steps} steps, {(masked ? "masked, " : "")}{(compact ? "compact state over ~10% live entries, " : "")}" +
+               $"{(globalNorm ? "global" : "per-tensor")} norm clipping");
         int[] sizes = [n1, n2];
         var p = sizes.Select(s => c.Random(s, 1f)).ToArray();
-        var mask = sizes.Select(s => masked ? c.Ints(s, 10).Select(v => (byte)(v == 0 ? 1 : 0)).ToArray() : null).ToArray();
+        var mask = sizes.Select(s => masked || compact ? c.Ints(s, 10).Select(v => (byte)(v == 0 ? 1 : 0)).ToArray() : null).ToArray();
+        var live = mask.Select(mk => compact ? Enumerable.Range(0, mk!.Length).Where(i => mk[i] != 0).ToArray() : null).ToArray();
         var grads = Enumerable.Range(0, steps).Select(_ => sizes.Select(s => c.Random(s, 3f)).ToArray()).ToArray();
 
         // reference in double
@@ -700,56 +715,76 @@ public static class KernelChecks
             var coef = globalNorm
                 ? Enumerable.Repeat(Math.Min(1, maxNorm / (Math.Sqrt(sq.Sum()) + 1e-6)), sizes.Length).ToArray()
                 : sq.Select(q => Math.Min(1, maxNorm / (Math.Sqrt(q) + 1e-6))).ToArray();
-            double bc1 = 1 - Math.Pow(b1, step), bc2 = 1 - Math.Pow(b2, step);
+            double bc1 = 1 - Math.Pow(opts.Beta1, step), bc2 = 1 - Math.Pow(opts.Beta2, step);
             for (int ti = 0; ti < sizes.Length; ti++)
                 for (int i = 0; i < sizes[ti]; i++)
                 {
+                    if (compact && mask[ti]![i] == 0) continue;
                     double gi = g[ti][i] * coef[ti];
                     rp[ti][i] -= lr * wd * rp[ti][i];
-                    rm[ti][i] = b1 * rm[ti][i] + (1 - b1) * gi;
-                    rv[ti][i] = b2 * rv[ti][i] + (1 - b2) * gi * gi;
-                    rp[ti][i] -= lr / bc1 * rm[ti][i] / (Math.Sqrt(rv[ti][i]) / Math.Sqrt(bc2) + eps);
+                    rm[ti][i] = opts.Beta1 * rm[ti][i] + (1 - opts.Beta1) * gi;
+                    rv[ti][i] = opts.Beta2 * rv[ti][i] + (1 - opts.Beta2) * gi * gi;
+                    rp[ti][i] -= lr / bc1 * rm[ti][i] / (Math.Sqrt(rv[ti][i]) / Math.Sqrt(bc2) + opts.Eps);
                 }
         }
 
-        var dev = c.Device;
-        var tp = p.Select((a, i) => c.Up(a, DType.F32, sizes[i])).ToArray();
-        var tm = sizes.Select(s => { var t = dev.Allocate(DType.F32, s); c.Own(t); return t; }).ToArray();
-        var tv = sizes.Select(s => { var t = dev.Allocate(DType.F32, s); c.Own(t); return t; }).ToArray();
-        var tmask = mask.Select((mk, i) => mk is null ? null : c.UpBytes(mk, sizes[i])).ToArray();
-        var tg = sizes.Select(s => { var t = dev.Allocate(DType.F32, s); c.Own(t); return t; }).ToArray();
-        var sumsq = sizes.Select(_ => { var t = dev.Allocate(DType.F32, 1); c.Own(t); return t; }).ToArray();
-        var coefT = sizes.Select(_ => { var t = dev.Allocate(DType.F32, 1); c.Own(t); return t; }).ToArray();
-        void Step(int step, float[][] gs)
+        ITrainingOps dev = c.Device, cpu = (ITrainingOps)c.Cpu;
+        (Tensor D, Tensor C)[] Pairs(Func<int, float[]> init) => sizes.Select((_, ti) => init(ti)).Select(a => c.Both(a, DType.F32, a.Length)).ToArray();
+        var tp = Pairs(ti => p[ti]);
+        var tg = Pairs(ti => new float[sizes[ti]]);
+        var tm = Pairs(ti => new float[live[ti]?.Length ?? sizes[ti]]);
+        var tv = Pairs(ti => new float[live[ti]?.Length ?? sizes[ti]]);
+        var tmask = mask.Select((mk, ti) => mk is null || compact ? ((Tensor?)null, (Tensor?)null) : (c.UpBytes(mk, sizes[ti]), c.UpBytesCpu(mk, sizes[ti]))).ToArray();
+        var tlive = live.Select(lv => lv is null ? ((Tensor?)null, (Tensor?)null) : c.BothInts(lv, lv.Length)).ToArray();
+        var norms = c.Both(new float[sizes.Length], DType.F32, sizes.Length);
+        var coefs = c.Both(new float[sizes.Length], DType.F32, sizes.Length);
+        var devNorms = new float[sizes.Length];
+        var cpuNorms = new float[sizes.Length];
+        var gradMask = mask.Select((mk, ti) => mk is null ? ((Tensor?)null, (Tensor?)null) : (c.UpBytes(mk, sizes[ti]), c.UpBytesCpu(mk, sizes[ti]))).ToArray();
+        var normCmp = new Comparison(0, 0, 0, -1, 0, 0, 0);
+        for (int step = 1; step <= steps; step++)
         {
             for (int ti = 0; ti < sizes.Length; ti++)
             {
-                dev.Upload<float>(gs[ti], tg[ti]);
-                dev.Upload<float>([0f], sumsq[ti]);
+                c.Device.Upload<float>(grads[step - 1][ti], tg[ti].D);
+                c.Cpu.Upload<float>(grads[step - 1][ti], tg[ti].C);
+                dev.GradNorm(tg[ti].D, gradMask[ti].Item1, norms.Device, ti);
+                cpu.GradNorm(tg[ti].C, gradMask[ti].Item2, norms.Cpu, ti);
             }
-            for (int ti = 0; ti < sizes.Length; ti++)
-                dev.GradSumSquares(tg[ti], tmask[ti], globalNorm ? sumsq[0] : sumsq[ti]);
+            c.Device.Download<float>(norms.Device, devNorms);
+            c.Cpu.Download<float>(norms.Cpu, cpuNorms);
+            normCmp = normCmp.And(Tolerance.Compare(devNorms, cpuNorms, 1e-6f, 1e-6f));
+            // the coefficients as the training graph forms them, from the CPU's norms so both sides step alike
+            double total = Math.Sqrt(cpuNorms.Sum(x => (double)x * x));
+            var coef = cpuNorms.Select(nrm => Training.GradClip.Coefficient(globalNorm ? (float)total : nrm, maxNorm)).ToArray();
+            c.Device.Upload<float>(coef, coefs.Device);
+            c.Cpu.Upload<float>(coef, coefs.Cpu);
+            var s = Training.AdamW.Scalars(lr, opts, step);
             for (int ti = 0; ti < sizes.Length; ti++)
             {
-                if (globalNorm && ti > 0) continue;
-                dev.ClipCoefficient(sumsq[ti], maxNorm, coefT[ti]);
+                dev.AdamWStep(tp[ti].D, tg[ti].D, tm[ti].D, tv[ti].D, tlive[ti].Item1, tmask[ti].Item1, coefs.Device, ti, s);
+                cpu.AdamWStep(tp[ti].C, tg[ti].C, tm[ti].C, tv[ti].C, tlive[ti].Item2, tmask[ti].Item2, coefs.Cpu, ti, s);
             }
-            for (int ti = 0; ti < sizes.Length; ti++)
-                dev.AdamW(tp[ti], tg[ti], tm[ti], tv[ti], tmask[ti], globalNorm ? coefT[0] : coefT[ti], step, lr, b1, b2, eps, wd);
         }
-        for (int step = 1; step <= steps; step++) Step(step, grads[step - 1]);
-        c.Timed = () => dev.AdamW(tp[0], tg[0], tm[0], tv[0], tmask[0], coefT[0], steps + 1, lr, b1, b2, eps, wd);
-        var cmp = Tolerance.Compare(c.Get(tp[0]), ToFloat(rp[0]), 1e-6f, 1e-5f);
-        for (int ti = 1; ti < sizes.Length; ti++) cmp = cmp.And(Tolerance.Compare(c.Get(tp[ti]), ToFloat(rp[ti]), 1e-6f, 1e-5f));
-        if (masked)
-            for (int ti = 0; ti < sizes.Length; ti++)
-            {
-                // masked entries: no gradient ever, so only weight decay moves them
-                var got = c.Get(tp[ti]);
+        var s4 = Training.AdamW.Scalars(lr, opts, steps + 1);
+        c.Timed = () => dev.AdamWStep(tp[0].D, tg[0].D, tm[0].D, tv[0].D, tlive[0].Item1, tmask[0].Item1, coefs.Device, 0, s4);
+        var cmp = normCmp;
+        for (int ti = 0; ti < sizes.Length; ti++)
+        {
+            var got = c.Get(tp[ti].D);
+            cmp = cmp.And(Tolerance.Compare(got, ToFloat(rp[ti]), 1e-6f, 1e-5f))
+                     .And(Tolerance.Compare(got, c.Get(tp[ti].C), 1e-7f, 1e-7f))
+                     .And(Tolerance.Compare(c.Get(tm[ti].D), c.Get(tm[ti].C), 1e-7f, 1e-7f))
+                     .And(Tolerance.Compare(c.Get(tv[ti].D), c.Get(tv[ti].C), 1e-7f, 1e-7f));
+            if (mask[ti] is { } mk)
                 for (int i = 0; i < sizes[ti]; i++)
-                    if (mask[ti]![i] == 0 && Math.Abs(got[i] - p[ti][i] * Math.Pow(1 - lr * wd, steps)) > 1e-6)
-                        throw new InvalidOperationException($"adamw: masked entry {i} of tensor {ti} moved by more than weight decay");
-            }
+                {
+                    // masked entries: no gradient ever, so only weight decay moves them (and nothing at all in compact state)
+                    double expect = compact ? p[ti][i] : p[ti][i] * Math.Pow(1 - lr * wd, steps);
+                    if (mk[i] == 0 && Math.Abs(got[i] - expect) > 1e-6)
+                        throw new InvalidOperationException($"adamw: masked entry {i} of tensor {ti} is {got[i]}, expected {expect}");
+                }
+        }
         return cmp;
     }
 
@@ -814,45 +849,32 @@ public static class KernelChecks
         return Tolerance.Compare(c.Get(tdb), ToFloat(expected), 1e-5f, 1e-5f);
     }
 
-    private static Comparison AdamWSparse(CheckContext c)
+    /// <summary>dTable[ids[i]] += dy[i] with repeated ids, against the CPU backend's scatter-add.</summary>
+    private static Comparison EmbeddingBackward(CheckContext c)
     {
-        int size = c.Pick(4096, 1001);
-        const float lr = 1e-2f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.01f;
-        const int steps = 3;
-        c.Note($"[{size}] with ~10% live entries, {steps} steps");
-        var p = c.Random(size, 1f);
-        var live = Enumerable.Range(0, size).Where(i => i % 10 == 3 || i == size - 1).ToArray();
-        var grads = Enumerable.Range(0, steps).Select(_ => c.Random(size, 3f)).ToArray();
-        var rp = p.Select(v => (double)v).ToArray();
-        var rm = new double[live.Length];
-        var rv = new double[live.Length];
-        for (int step = 1; step <= steps; step++)
-        {
-            double bc1 = 1 - Math.Pow(b1, step), bc2 = 1 - Math.Pow(b2, step);
-            for (int e = 0; e < live.Length; e++)
-            {
-                int i = live[e];
-                double g = grads[step - 1][i];
-                rp[i] -= lr * wd * rp[i];
-                rm[e] = b1 * rm[e] + (1 - b1) * g;
-                rv[e] = b2 * rv[e] + (1 - b2) * g * g;
-                rp[i] -= lr / bc1 * rm[e] / (Math.Sqrt(rv[e]) / Math.Sqrt(bc2) + eps);
-            }
-        }
-        var tp = c.Up(p, DType.F32, size);
-        var tg = c.Device.Allocate(DType.F32, size);
-        var ti = c.UpInts(live, live.Length);
-        var tm = c.Device.Allocate(DType.F32, live.Length);
-        var tv = c.Device.Allocate(DType.F32, live.Length);
-        c.Own(tg, tm, tv);
-        for (int step = 1; step <= steps; step++)
-        {
-            c.Device.Upload<float>(grads[step - 1], tg);
-            c.Device.AdamWSparse(tp, tg, ti, tm, tv, null, step, lr, b1, b2, eps, wd);
-        }
-        c.Timed = () => c.Device.AdamWSparse(tp, tg, ti, tm, tv, null, steps + 1, lr, b1, b2, eps, wd);
-        // dead entries are untouched: rp holds their initial values exactly
-        return Tolerance.Compare(c.Get(tp), ToFloat(rp), 1e-6f, 1e-5f);
+        int n = c.Pick(64, 37), d = c.Pick(128, 45), vocab = c.Pick(32, 19);
+        c.Note($"dy [{n}, {d}], table [{vocab}, {d}], ids repeating");
+        var ids = c.Ints(n, vocab);
+        var (did, cid) = c.BothInts(ids, n);
+        var (ddy, cdy) = c.Both(c.Random(n * d, 1f), DType.F32, n, d);
+        var (dt, ct) = c.Both(c.Random(vocab * d, 1f), DType.F32, vocab, d);
+        c.Device.EmbeddingBackward(did, ddy, dt);
+        ((ITrainingOps)c.Cpu).EmbeddingBackward(cid, cdy, ct);
+        c.Timed = () => c.Device.EmbeddingBackward(did, ddy, dt);
+        // each entry is a sum of the same terms in the same (token) order on both sides
+        return c.Compare(dt, ct, 0f, 0f);
+    }
+
+    private static Comparison Transpose(CheckContext c)
+    {
+        int rows = c.Pick(64, 37), cols = c.Pick(96, 70);
+        c.Note($"[{rows}, {cols}] -> [{cols}, {rows}]");
+        var (ds, cs) = c.Both(c.Random(rows * cols, 1f), DType.F32, rows, cols);
+        var (dd, cd) = c.Both(new float[rows * cols], DType.F32, cols, rows);
+        c.Device.Transpose(ds, dd);
+        ((ITrainingOps)c.Cpu).Transpose(cs, cd);
+        c.Timed = () => c.Device.Transpose(ds, dd);
+        return c.Compare(dd, cd, 0f, 0f);
     }
 
     /// <summary>dx = dy W and dW += dy^T x against double-precision loops.</summary>
@@ -1082,11 +1104,14 @@ public sealed class CheckContext : IDisposable
         return t;
     }
 
-    public Tensor UpBytes(byte[] data, params int[] shape)
+    public Tensor UpBytes(byte[] data, params int[] shape) => UpBytes(Device, data, shape);
+    public Tensor UpBytesCpu(byte[] data, params int[] shape) => UpBytes(Cpu, data, shape);
+
+    private Tensor UpBytes(IBackend b, byte[] data, int[] shape)
     {
-        var t = Device.Allocate(DType.U8, shape);
+        var t = b.Allocate(DType.U8, shape);
         _owned.Add(t);
-        Device.Upload<byte>(data, t);
+        b.Upload<byte>(data, t);
         return t;
     }
 

@@ -37,7 +37,7 @@ public static class DemoVerb
         try { p.Validate(); }
         catch (ArgumentException e) { throw new UsageException(e.Message); }
         using var backend = Session.CreateBackend(device);
-        var o = p with { OutDir = Path.GetFullPath(outDir), Seed = seed, EvalBackend = backend, Progress = Console.Error };
+        var o = p with { OutDir = Path.GetFullPath(outDir), Seed = seed, Backend = backend, Progress = Console.Error };
         var report = DemoRun.Run(o);
         if (json)
         {

@@ -15,7 +15,7 @@ public static class TrainVerb
         "[--mask FILE] [--init-adapter DIR] [--apply-mask] [--a-init uniform|gaussian] [--seed 42] " +
         "[--template auto|alpaca|gsm8k|chat|raw] [--bos] [--reduction sum|mean] [--clip per-tensor|global|none] [--max-grad-norm 1] " +
         "[--schedule constant|warmup|linear|cosine] [--warmup N] [--weight-decay 0] [--checkpoint-every N] [--max-steps N] " +
-        "[--resume] [--json] [--quiet]", Run);
+        "[--resume] [--json] [--quiet] " + Session.DeviceUsage, Run);
 
     internal static double GetDouble(Args a, string name, double fallback)
     {
@@ -71,7 +71,7 @@ public static class TrainVerb
         int ckptEvery = a.GetInt("checkpoint-every", 0);
         long maxSteps = a.GetLong("max-steps", 0);
         bool resume = a.Flag("resume"), json = a.Flag("json"), quiet = a.Flag("quiet");
-        var device = a.Get("device") ?? "cpu";
+        var device = a.Get("device") ?? "auto";
         a.EnsureAllUsed();
 
         if (method == TrainMethod.LoriS && maskPath is null) throw new UsageException("--method lori-s needs --mask FILE (from the `mask` verb or a LoRI-D run)");
@@ -80,7 +80,7 @@ public static class TrainVerb
         if (applyMask && (maskPath is null || initAdapter is null)) throw new UsageException("--apply-mask zeroes an --init-adapter's B outside --mask; give both");
         if (rank < 1 || maxLen < 2) throw new UsageException("--rank must be >= 1 and --max-length >= 2");
 
-        var backend = Session.CreateBackend(device);
+        using var backend = Session.CreateBackend(device);
         using var model = LlamaModel.Load(modelDir, backend);
         var tok = Text.LlamaTokenizer.Load(modelDir);
         int eos = model.Config.EosTokenIds.Length > 0 ? model.Config.EosTokenIds[0]
@@ -113,7 +113,7 @@ public static class TrainVerb
         if (resume) trainer.LoadCheckpoint();
         long trainable = trainer.Graph.Params.Sum(p => p.Mask is null ? (long)p.Value.Length : p.Mask.Count(m => m));
         if (!quiet)
-            Console.Error.WriteLine($"{method.Name()}: {examples.Count} examples, {trainer.StepsPerEpoch} steps/epoch x {epochs}, " +
+            Console.Error.WriteLine($"{method.Name()} on {backend.Name}: {examples.Count} examples, {trainer.StepsPerEpoch} steps/epoch x {epochs}, " +
                                     $"{trainable:N0} trainable parameters{(resume ? $", resuming at step {trainer.Step}" : "")}");
         StepInfo? last = null;
         trainer.Run(ckptEvery, maxSteps, s =>
@@ -134,6 +134,7 @@ public static class TrainVerb
             Session.WriteJson(w =>
             {
                 w.WriteString("method", method.Name());
+                w.WriteString("device", backend.Name);
                 w.WriteNumber("examples", examples.Count);
                 w.WriteNumber("steps", trainer.Step);
                 w.WriteNumber("total_steps", trainer.TotalSteps);

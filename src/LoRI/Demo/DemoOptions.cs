@@ -16,8 +16,8 @@ public sealed record DemoOptions
     /// <summary>The output folder; null writes nothing (the report still comes back).</summary>
     public string? OutDir { get; init; }
     public ulong Seed { get; init; } = 1;
-    /// <summary>Generation and evaluation run here (training always runs on the host: the backward ops are CPU-only).</summary>
-    public IBackend? EvalBackend { get; init; }
+    /// <summary>Where the demo runs: training, generation and evaluation (a backend without training ops trains on the CPU). Null: the CPU.</summary>
+    public IBackend? Backend { get; init; }
     /// <summary>Where progress bars go (stderr in the CLI); null is silent.</summary>
     public TextWriter? Progress { get; init; }
 

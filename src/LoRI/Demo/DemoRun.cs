@@ -21,7 +21,8 @@ namespace LoRI.Demo;
 ///  4. the task adapters of each method merged (cat and linear, the reference weights), every task scored;
 ///  5. continual learning (task 1's adapter trained on task 2, method doc section 7) and what task 1 keeps;
 ///  6. adapters (PEFT), masks, a JSON report and PNG plots in the output folder.
-/// Training runs on the host (TrainingGraph's backward is CPU code); generation runs on EvalBackend.
+/// Everything runs on Backend (training too: the CPU and CUDA backends both implement the training ops);
+/// a backend without them trains on the CPU.
 /// </summary>
 public sealed class DemoRun : IDisposable
 {
@@ -31,6 +32,7 @@ public sealed class DemoRun : IDisposable
     private readonly WorkerPool? _pool;
     private readonly IBackend _cpu;
     private readonly IBackend _evalBe;
+    private readonly IBackend _trainBe;
     private readonly List<string> _files = new();
     private readonly List<(string, double)> _timings = new();
     private string? _tmpDir;
@@ -49,7 +51,8 @@ public sealed class DemoRun : IDisposable
         _pool = options.Threads > 0 ? new WorkerPool(options.Threads) : null;
         _cpu = new CpuBackend(_pool);
         _interactive = _log is not null && ReferenceEquals(_log, Console.Error) && !Console.IsErrorRedirected;
-        _evalBe = options.EvalBackend ?? _cpu;
+        _evalBe = options.Backend ?? _cpu;
+        _trainBe = _evalBe is ITrainingOps ? _evalBe : _cpu;
     }
 
     /// <summary>Runs every phase and returns the report (also written to OutDir/report.json when OutDir is set).</summary>
@@ -97,8 +100,8 @@ public sealed class DemoRun : IDisposable
             foreach (var f in new[] { "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json" })
                 Note(Path.Combine(modelDir, f));
         }
-        _trainModel = Load(_cpu);
-        _evalModel = ReferenceEquals(_evalBe, _cpu) ? _trainModel : Load(_evalBe);
+        _trainModel = Load(_trainBe);
+        _evalModel = ReferenceEquals(_evalBe, _trainBe) ? _trainModel : Load(_evalBe);
         _gen = new Generator(_evalModel, Math.Min(64, _evalModel.MaxOutputsPerForward), _c.MaxPositionEmbeddings);
 
         var data = tasks.Select(t => t.Split(_o.TrainExamples, _o.TestExamples, _o.Seed)).ToList();
@@ -261,7 +264,7 @@ public sealed class DemoRun : IDisposable
     private List<double> Pretrain(List<DemoExample> corpus)
     {
         var init = RandomWeights.Create(_c, _o.Seed, DType.F32);
-        using var model = new LlamaModel(_c, _cpu, LlamaWeights.Load(_c, _cpu, RandomWeights.Source(init)));
+        using var model = new LlamaModel(_c, _trainBe, LlamaWeights.Load(_c, _trainBe, RandomWeights.Source(init)));
         var examples = Build(corpus);
         using var g = new TrainingGraph(model, TrainMethod.Full, null, _o.PretrainBatchSize * examples.Max(e => e.Tokens.Length));
         var bar = Bar("pre-train base (copy)", _o.PretrainSteps);
@@ -305,6 +308,7 @@ public sealed class DemoRun : IDisposable
             losses.Add(loss);
             bar.Report(step + 1, $"loss {loss:F3}");
         }
+        g.SyncToHost();
         return losses;
     }
 

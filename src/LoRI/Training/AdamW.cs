@@ -1,4 +1,5 @@
 using System.Numerics;
+using LoRI.Backend;
 
 namespace LoRI.Training;
 
@@ -41,8 +42,9 @@ public sealed class AdamWState
                     throw new ArgumentException($"live index {live[i]} at {i} is out of order or outside [0, {parameterLength})", nameof(live));
         ParameterLength = parameterLength;
         Live = live;
-        M = new float[live?.Length ?? parameterLength];
-        V = new float[live?.Length ?? parameterLength];
+        // Pinned: a host-memory backend uses them in place (TrainingGraph aliases them as tensors).
+        M = GC.AllocateArray<float>(live?.Length ?? parameterLength, pinned: true);
+        V = GC.AllocateArray<float>(live?.Length ?? parameterLength, pinned: true);
     }
 
     /// <summary>Compact state over the entries where mask is true.</summary>
@@ -50,7 +52,7 @@ public sealed class AdamWState
     {
         int count = 0;
         foreach (var m in mask) if (m) count++;
-        var live = new int[count];
+        var live = GC.AllocateArray<int>(count, pinned: true);
         for (int i = 0, j = 0; i < mask.Length; i++) if (mask[i]) live[j++] = i;
         return new AdamWState(mask.Length, live);
     }
@@ -75,9 +77,16 @@ public static class AdamW
         if (param.Length != state.ParameterLength || grad.Length != param.Length)
             throw new ArgumentException($"AdamW: parameter of {param.Length}, gradient of {grad.Length}, state for {state.ParameterLength} elements");
         state.Step++;
-        double bc1 = 1 - Math.Pow(options.Beta1, state.Step);
-        double bc2 = 1 - Math.Pow(options.Beta2, state.Step);
-        var c = new Coefficients(
+        Update(param, grad, state.M, state.V, state.Live, Scalars(lr, options, state.Step));
+    }
+
+    /// <summary>The fp32 scalars of step number <paramref name="step"/> (1-based), formed in double as torch forms them.</summary>
+    public static AdamWScalars Scalars(double lr, AdamWOptions options, long step)
+    {
+        if (step < 1) throw new ArgumentOutOfRangeException(nameof(step), step, "AdamW steps count from 1");
+        double bc1 = 1 - Math.Pow(options.Beta1, step);
+        double bc2 = 1 - Math.Pow(options.Beta2, step);
+        return new AdamWScalars(
             Decay: (float)(1 - lr * options.WeightDecay),
             ApplyDecay: options.WeightDecay != 0,
             OneMinusBeta1: (float)(1 - options.Beta1),
@@ -86,24 +95,33 @@ public static class AdamW
             Bc2Sqrt: (float)Math.Sqrt(bc2),
             Eps: (float)options.Eps,
             NegStepSize: (float)(-(lr / bc1)));
-        if (state.Live is { } live)
-        {
-            var m = state.M; var v = state.V;
-            for (int i = 0; i < live.Length; i++)
-            {
-                int j = live[i];
-                float p = param[j];
-                Update(ref p, grad[j], ref m[i], ref v[i], c);
-                param[j] = p;
-            }
-        }
-        else DenseStep(param, grad, state.M, state.V, c);
     }
 
-    private readonly record struct Coefficients(float Decay, bool ApplyDecay, float OneMinusBeta1, float Beta2,
-                                                float OneMinusBeta2, float Bc2Sqrt, float Eps, float NegStepSize);
+    /// <summary>
+    /// The update with given scalars: dense (m, v as long as param) when <paramref name="live"/> is empty, else
+    /// over param[live[e]] with state m[e], v[e] only.
+    /// </summary>
+    public static void Update(Span<float> param, ReadOnlySpan<float> grad, Span<float> m, Span<float> v, ReadOnlySpan<int> live, in AdamWScalars c)
+    {
+        if (live.IsEmpty)
+        {
+            if (m.Length != param.Length || v.Length != param.Length || grad.Length != param.Length)
+                throw new ArgumentException($"AdamW: parameter of {param.Length}, gradient of {grad.Length}, state of {m.Length} and {v.Length}");
+            DenseStep(param, grad, m, v, c);
+            return;
+        }
+        if (m.Length != live.Length || v.Length != live.Length || grad.Length != param.Length)
+            throw new ArgumentException($"AdamW: {live.Length} live entries, state of {m.Length} and {v.Length}, gradient of {grad.Length} for {param.Length}");
+        for (int i = 0; i < live.Length; i++)
+        {
+            int j = live[i];
+            float p = param[j];
+            Update(ref p, grad[j], ref m[i], ref v[i], c);
+            param[j] = p;
+        }
+    }
 
-    private static void Update(ref float p, float g, ref float m, ref float v, in Coefficients c)
+    private static void Update(ref float p, float g, ref float m, ref float v, in AdamWScalars c)
     {
         if (c.ApplyDecay) p *= c.Decay;
         m += c.OneMinusBeta1 * (g - m);
@@ -112,7 +130,7 @@ public static class AdamW
         p += c.NegStepSize * m / denom;
     }
 
-    private static void DenseStep(Span<float> param, ReadOnlySpan<float> grad, Span<float> m, Span<float> v, in Coefficients c)
+    private static void DenseStep(Span<float> param, ReadOnlySpan<float> grad, Span<float> m, Span<float> v, in AdamWScalars c)
     {
         int i = 0;
         if (Vector.IsHardwareAccelerated && param.Length >= Vector<float>.Count)

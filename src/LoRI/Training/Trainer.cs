@@ -210,6 +210,7 @@ public sealed class Trainer : IDisposable
     public void SaveCheckpoint()
     {
         Directory.CreateDirectory(_outDir);
+        Graph.SyncToHost();
         var w = new SafeTensorsWriter();
         w.Metadata["lori.step"] = Step.ToString(CultureInfo.InvariantCulture);
         w.Metadata["lori.fingerprint"] = Options.Fingerprint();
@@ -267,6 +268,7 @@ public sealed class Trainer : IDisposable
     /// </summary>
     public void SaveResult()
     {
+        Graph.SyncToHost();
         if (Adapter is not null)
         {
             PeftAdapter.Save(Adapter, _outDir);

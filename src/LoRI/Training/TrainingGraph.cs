@@ -1,14 +1,18 @@
 using System.Runtime.InteropServices;
 using LoRI.Adapters;
 using LoRI.Backend;
-using LoRI.Backend.Cpu;
 using LoRI.Model;
 using LoRI.Tensors;
 using LoRI.Training.Data;
 
 namespace LoRI.Training;
 
-/// <summary>A trainable tensor: fp32 master value (pinned; the backend aliases it), its gradient, mask and AdamW state.</summary>
+/// <summary>
+/// A trainable tensor. The backend holds the live state (<see cref="ValueTensor"/>, its gradient, AdamW's moments);
+/// the float arrays are its host image: the same memory on a host-memory backend (the CPU backend aliases them),
+/// a copy on a device, brought up to date by TrainingGraph.SyncToHost / SyncGradsToHost and written back by
+/// TrainingGraph.WeightsChanged.
+/// </summary>
 public sealed class TrainParam
 {
     public required string Name { get; init; }
@@ -17,63 +21,76 @@ public sealed class TrainParam
     public required float[] Grad { get; init; }
     /// <summary>LoRI-S: where the gradient may be non-zero; null trains every entry.</summary>
     public bool[]? Mask { get; init; }
-    public required AdamWState State { get; set; }
+    public required AdamWState State { get; init; }
+
+    public required Tensor ValueTensor { get; init; }
+    public required Tensor GradTensor { get; init; }
+    public required Tensor MTensor { get; init; }
+    public required Tensor VTensor { get; init; }
+    /// <summary>The mask as U8 (null without a mask).</summary>
+    public Tensor? MaskTensor { get; init; }
+    /// <summary>The live indices of a compact state (null for a dense state).</summary>
+    public Tensor? LiveTensor { get; init; }
 }
 
 public enum ClipMode { PerTensor, Global, None }
 
 /// <summary>
-/// The Llama graph for training on a host-memory backend: a forward that keeps exactly what the backward
-/// needs, and the hand-written backward (CpuOps.*Backward). The forward uses the backend's ops (the ones
-/// LlamaModel runs) except attention, which is CpuOps.AttentionForwardWithLse over the batch itself (no KV
-/// cache) so that the log-sum-exp is kept for the backward. Adapters apply as the model's hook does:
+/// The Llama graph for training, written once against IBackend and <see cref="ITrainingOps"/> (the CPU backend and
+/// the CUDA backend): a forward that keeps exactly what the backward needs, the hand-written backward, and the
+/// optimizer step. The forward is LlamaModel's except attention, which runs over the batch itself (no KV cache)
+/// and keeps the log-sum-exp for the backward. Adapters apply as the model's hook does:
 /// y = x W^T + s (x A^T) B^T, with u = x A^T kept.
 ///
-/// Weights are fp32 copies of the model's (the master weights for `full`; for the adapter methods they are
-/// frozen and only read). Activation memory is sized once for `maxTokens` tokens (batch x longest sequence).
+/// Weights: trained ones (full fine-tuning) are fp32 parameters; frozen ones are used as stored when the backend
+/// trains with their dtype (<see cref="ITrainingOps.TrainsWith"/>: the CUDA backend reads bf16 weights), else as
+/// fp32 copies. A backend that prefers it (<see cref="ITrainingOps.PrefersTransposedWeights"/>, the CPU) also gets
+/// W^T per projection, so dx = dy W runs as its tiled MatMul(dy, W^T).
 ///
-/// Saved per layer l (N tokens): Xin [N, D] (layer input), Xn1 [N, D], Q [N, QD] and K [N, KvD] after RoPE,
-/// V [N, KvD], Lse [N, H], Attn [N, QD], Xmid [N, D], Xn2 [N, D], G, U, Act [N, F], and u = x A^T [N, r] per
-/// adapted projection. Xin[L] is the final hidden state.
+/// Activations are sized once for `maxTokens` tokens (batch x longest sequence). Saved per layer l (N tokens):
+/// Xin [N, D] (layer input), Xn1 [N, D], Q [N, QD] and K [N, KvD] after RoPE, V [N, KvD], Lse [N, H], Attn [N, QD],
+/// Xmid [N, D], Xn2 [N, D], G, U, Act [N, F], and u = x A^T [N, r] per adapted projection. Xin[L] is the final
+/// hidden state. Views at each token count are made once and reused, so a step allocates no tensors.
 /// </summary>
 public sealed class TrainingGraph : IDisposable
 {
     private readonly IBackend _be;
+    private readonly ITrainingOps _ops;
     private readonly LlamaConfig _c;
     private readonly float _eps;
-    private readonly float[] _invFreq;
     private readonly int _maxTokens;
     private readonly LoraAdapter? _adapter;
     private readonly List<GCHandle> _pins = new();
+    private readonly List<Tensor> _owned = new();
 
-    // fp32 weights: [V, D] embed, [V, D] lm_head (same array when tied), [D] norms, projections [out, in].
-    private readonly float[] _embed, _lmHead, _finalNorm;
-    private readonly float[][] _attnNorm, _mlpNorm;
-    private readonly float[][][] _proj;
-    // W^T [in, out] of every projection, so dx = dy W runs as the backend's tiled MatMul(dy, W^T); refreshed after
-    // each optimizer step when the weights train (full).
-    private readonly float[][][] _projT;
-    private readonly Dictionary<float[], float[]> _gradOf = new(ReferenceEqualityComparer.Instance);
+    // Weights as the ops read them: [V, D] embedding, [V, D] lm_head (the same tensor when tied), [D] norms,
+    // projections [out, in], and W^T [in, out] when the backend prefers it.
+    private readonly Tensor _embed, _lmHead, _finalNorm;
+    private readonly Tensor[] _attnNorm, _mlpNorm;
+    private readonly Tensor[][] _proj;
+    private readonly Tensor?[][] _projT;
+    private readonly Tensor _invFreq;
+    private readonly Dictionary<Tensor, TrainParam> _paramOf = new(ReferenceEqualityComparer.Instance);
+    // Adapter factors per [layer][proj]: A and B as backend tensors (B is a parameter's ValueTensor).
+    private readonly Tensor?[][] _a, _b;
 
-    // Saved activations.
-    private readonly int[] _ids, _pos, _targets;
-    private readonly float[] _weights, _loss;
-    private readonly float[][] _xin, _xn1, _q, _k, _v, _lse, _attn, _xmid, _xn2, _g, _u, _act;
-    private readonly float[][][] _ua;     // [layer][proj] u = x A^T
-    private readonly float[] _hf, _tmp;
-    // Backward scratch.
-    private readonly float[] _dx, _dxmid, _dxn, _dattn, _dq, _dk, _dv, _dact, _dg, _du, _dua, _dhf, _ceScratch;
-    // Full fine-tuning: dy^T and x^T for dW += dy^T x as the backend's MatMul(dy^T, x^T).
-    private readonly float[] _dyT, _xT;
+    // Full-size activation storage; Run works on views of its first n rows.
+    private readonly Tensor _ids, _pos, _targets, _weights, _loss;
+    private readonly Tensor[] _xin, _xn1, _q, _k, _v, _lse, _attn, _xmid, _xn2, _g, _u, _act;
+    private readonly Tensor?[][] _ua;
+    private readonly Tensor _hf, _tmp, _dx, _dxmid, _dxn, _dhf, _dattn, _dq, _dk, _dv, _dact, _dg, _du, _dua;
+    private readonly Dictionary<int, Views> _views = new();
+
+    // Optimizer: one norm and one clip coefficient per parameter.
+    private readonly Tensor _norms, _coefs;
+    private readonly float[] _normsHost, _coefsHost;
 
     public LlamaConfig Config => _c;
     public TrainMethod Method { get; }
     public LoraAdapter? Adapter => _adapter;
     public IReadOnlyList<TrainParam> Params { get; }
     public int MaxTokens => _maxTokens;
-
-    /// <summary>Floats of lm_head scratch at most (the vocabulary chunk shrinks for long batches).</summary>
-    public const int CrossEntropyScratchFloats = 16 << 20;
+    public IBackend Backend => _be;
 
     /// <summary>
     /// A graph for `method` on the model. Adapter methods take the adapter whose B (and A for lora) train in place;
@@ -83,327 +100,384 @@ public sealed class TrainingGraph : IDisposable
     public TrainingGraph(LlamaModel model, TrainMethod method, LoraAdapter? adapter, int maxTokens, LoraMask? mask = null,
                          bool compactMaskedState = true)
     {
-        if (!model.Backend.IsHostMemory)
-            throw new UnsupportedException($"training runs on a host-memory backend (cpu); '{model.Backend.Name}' has no backward kernels yet");
+        _ops = model.Backend as ITrainingOps
+               ?? throw new UnsupportedException($"backend '{model.Backend.Name}' has no training ops (the cpu and cuda backends have)");
         if ((method == TrainMethod.Full) != (adapter is null))
             throw new ArgumentException(method == TrainMethod.Full ? "full fine-tuning takes no adapter" : $"{method.Name()} needs an adapter");
         if (method == TrainMethod.LoriS && mask is null) throw new ArgumentException("lori-s needs a mask");
         if (method == TrainMethod.Lora && mask is not null) throw new ArgumentException("a mask restricts B with A frozen: use lori-s or lori-d, not lora");
+        if (maxTokens < 1) throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "at least one token");
         _be = model.Backend;
         _c = model.Config;
         adapter?.ValidateFor(_c);
         _eps = _c.RmsNormEps;
-        _invFreq = _c.RopeInvFreq();
         _maxTokens = maxTokens;
         _adapter = adapter;
         Method = method;
         int L = _c.NumLayers, D = _c.HiddenSize, F = _c.IntermediateSize, QD = _c.QDim, KD = _c.KvDim, H = _c.NumHeads;
+        bool full = method == TrainMethod.Full;
+        var parms = new List<TrainParam>();
 
         var w = model.Weights;
-        _embed = ToF32(w.Embed);
-        _lmHead = ReferenceEquals(w.LmHead, w.Embed) ? _embed : ToF32(w.LmHead);
-        _finalNorm = ToF32(w.FinalNorm);
-        _attnNorm = new float[L][]; _mlpNorm = new float[L][]; _proj = new float[L][][]; _projT = new float[L][][];
+        _invFreq = Host(_c.RopeInvFreq());
+        _embed = full ? Param(parms, "model.embed_tokens.weight", w.Embed, null, false) : w.Embed;
+        _attnNorm = new Tensor[L]; _mlpNorm = new Tensor[L]; _proj = new Tensor[L][]; _projT = new Tensor?[L][];
         for (int l = 0; l < L; l++)
         {
-            _attnNorm[l] = ToF32(w.Layers[l].AttnNorm);
-            _mlpNorm[l] = ToF32(w.Layers[l].MlpNorm);
-            _proj[l] = new float[7][];
-            _projT[l] = new float[7][];
+            _attnNorm[l] = full ? Param(parms, $"model.layers.{l}.input_layernorm.weight", w.Layers[l].AttnNorm, null, false) : F32(w.Layers[l].AttnNorm);
+            _proj[l] = new Tensor[7];
+            _projT[l] = new Tensor?[7];
             foreach (var p in Projs.All)
-            {
-                _proj[l][(int)p] = ToF32(w.Layers[l][p]);
-                _projT[l][(int)p] = GC.AllocateArray<float>(_proj[l][(int)p].Length, pinned: true);
-            }
+                _proj[l][(int)p] = full ? Param(parms, p.HfPrefix(l) + ".weight", w.Layers[l][p], null, false) : Frozen(w.Layers[l][p]);
+            _mlpNorm[l] = full ? Param(parms, $"model.layers.{l}.post_attention_layernorm.weight", w.Layers[l].MlpNorm, null, false) : F32(w.Layers[l].MlpNorm);
         }
+        _finalNorm = full ? Param(parms, "model.norm.weight", w.FinalNorm, null, false) : F32(w.FinalNorm);
+        bool tied = ReferenceEquals(w.LmHead, w.Embed);
+        _lmHead = tied ? (full || _ops.TrainsWith(w.Embed.DType) ? _embed : Frozen(w.Embed))
+            : full ? Param(parms, "lm_head.weight", w.LmHead, null, false) : Frozen(w.LmHead);
+        if (_ops.PrefersTransposedWeights)
+            for (int l = 0; l < L; l++)
+                foreach (var p in Projs.All)
+                {
+                    var (o, i) = p.Shape(_c);
+                    _projT[l][(int)p] = Own(_be.Allocate(DType.F32, i, o));
+                }
         RefreshTransposes();
 
-        int n = maxTokens, r = adapter?.Modules.Max(m => m.Rank) ?? 0;
-        float[] A(long len) => GC.AllocateArray<float>(checked((int)len), pinned: true);
-        float[][] PerLayer(int width, int count) { var a = new float[count][]; for (int i = 0; i < count; i++) a[i] = A((long)n * width); return a; }
-        _ids = GC.AllocateArray<int>(n, pinned: true);
-        _pos = GC.AllocateArray<int>(n, pinned: true);
-        _targets = new int[n];
-        _weights = new float[n];
-        _loss = new float[n];
-        _xin = PerLayer(D, L + 1); _xn1 = PerLayer(D, L); _q = PerLayer(QD, L); _k = PerLayer(KD, L); _v = PerLayer(KD, L);
-        _lse = PerLayer(H, L); _attn = PerLayer(QD, L); _xmid = PerLayer(D, L); _xn2 = PerLayer(D, L);
-        _g = PerLayer(F, L); _u = PerLayer(F, L); _act = PerLayer(F, L);
-        _ua = new float[L][][];
-        for (int l = 0; l < L; l++)
-        {
-            _ua[l] = new float[7][];
-            foreach (var p in Projs.All)
-                if (adapter?[l, p] is { } m) _ua[l][(int)p] = A((long)n * m.Rank);
-        }
-        _hf = A((long)n * D); _tmp = A((long)n * D);
-        _dx = A((long)n * D); _dxmid = A((long)n * D); _dxn = A((long)n * D); _dhf = A((long)n * D);
-        _dattn = A((long)n * QD); _dq = A((long)n * QD); _dk = A((long)n * KD); _dv = A((long)n * KD);
-        _dact = A((long)n * F); _dg = A((long)n * F); _du = A((long)n * F);
-        _dua = A((long)n * Math.Max(1, r));
-        int widest = Math.Max(Math.Max(D, F), Math.Max(QD, KD));
-        _dyT = method == TrainMethod.Full ? A((long)n * widest) : [];
-        _xT = method == TrainMethod.Full ? A((long)n * widest) : [];
-        _ceScratch = A(Math.Min(CpuOps.CrossEntropyScratchLength(n, _c.VocabSize), Math.Max(n, CrossEntropyScratchFloats)));
-
+        _a = new Tensor?[L][]; _b = new Tensor?[L][];
+        for (int l = 0; l < L; l++) { _a[l] = new Tensor?[7]; _b[l] = new Tensor?[7]; }
         if (adapter is not null)
             foreach (var m in adapter.Modules)
             {
                 _pins.Add(GCHandle.Alloc(m.A, GCHandleType.Pinned));
                 _pins.Add(GCHandle.Alloc(m.B, GCHandleType.Pinned));
+                _a[m.Layer][(int)m.Proj] = method == TrainMethod.Lora ? ParamArray(parms, m.Key('A'), [m.Rank, m.In], m.A, null, compactMaskedState)
+                    : Host(m.A, m.Rank, m.In);
+                bool[]? keep = null;
+                if (mask is not null)
+                {
+                    var e = mask[m.Layer, m.Proj] ?? throw new ShapeMismatchException($"the mask has no entry for {m.Key('B')}");
+                    if (e.Out != m.Out || e.Rank != m.Rank)
+                        throw new ShapeMismatchException($"mask {e.Key} is [{e.Out}, {e.Rank}], the adapter's B is [{m.Out}, {m.Rank}]");
+                    keep = e.Keep.Select(b => b != 0).ToArray();
+                }
+                _b[m.Layer][(int)m.Proj] = ParamArray(parms, m.Key('B'), [m.Out, m.Rank], m.B, keep, compactMaskedState);
             }
-        Params = BuildParams(mask, compactMaskedState);
+        Params = parms;
+
+        int n = maxTokens, r = adapter?.Modules.Max(m => m.Rank) ?? 0;
+        Tensor A(int width) => Own(_be.Allocate(DType.F32, n, width));
+        Tensor[] PerLayer(int width, int count) { var a = new Tensor[count]; for (int i = 0; i < count; i++) a[i] = A(width); return a; }
+        _ids = Own(_be.Allocate(DType.I32, n)); _pos = Own(_be.Allocate(DType.I32, n)); _targets = Own(_be.Allocate(DType.I32, n));
+        _weights = Own(_be.Allocate(DType.F32, n)); _loss = Own(_be.Allocate(DType.F32, n));
+        _xin = PerLayer(D, L + 1); _xn1 = PerLayer(D, L); _q = PerLayer(QD, L); _k = PerLayer(KD, L); _v = PerLayer(KD, L);
+        _lse = PerLayer(H, L); _attn = PerLayer(QD, L); _xmid = PerLayer(D, L); _xn2 = PerLayer(D, L);
+        _g = PerLayer(F, L); _u = PerLayer(F, L); _act = PerLayer(F, L);
+        _ua = new Tensor?[L][];
+        for (int l = 0; l < L; l++)
+        {
+            _ua[l] = new Tensor?[7];
+            foreach (var p in Projs.All)
+                if (adapter?[l, p] is { } m) _ua[l][(int)p] = A(m.Rank);
+        }
+        _hf = A(D); _tmp = A(D); _dx = A(D); _dxmid = A(D); _dxn = A(D); _dhf = A(D);
+        _dattn = A(QD); _dq = A(QD); _dk = A(KD); _dv = A(KD);
+        _dact = A(F); _dg = A(F); _du = A(F);
+        _dua = A(Math.Max(1, r));
+        _norms = Own(_be.Allocate(DType.F32, Math.Max(1, parms.Count)));
+        _coefs = Own(_be.Allocate(DType.F32, Math.Max(1, parms.Count)));
+        _normsHost = new float[Math.Max(1, parms.Count)];
+        _coefsHost = new float[Math.Max(1, parms.Count)];
+    }
+
+    private Tensor Own(Tensor t)
+    {
+        _owned.Add(t);
+        return t;
+    }
+
+    /// <summary>A pinned host array as a backend tensor: aliased on a host-memory backend, copied to a device.</summary>
+    private Tensor Host(float[] a, params int[] shape)
+    {
+        if (shape.Length == 0) shape = [a.Length];
+        _pins.Add(GCHandle.Alloc(a, GCHandleType.Pinned));
+        return Own(_be.FromHost(Marshal.UnsafeAddrOfPinnedArrayElement(a, 0), DType.F32, shape, null));
+    }
+
+    private Tensor HostInts(int[] a)
+    {
+        _pins.Add(GCHandle.Alloc(a, GCHandleType.Pinned));
+        return Own(_be.FromHost(Marshal.UnsafeAddrOfPinnedArrayElement(a, 0), DType.I32, [a.Length], null));
+    }
+
+    /// <summary>An F32 copy of a stored weight, on the backend.</summary>
+    private Tensor F32(Tensor stored)
+    {
+        var t = Own(_be.Allocate(DType.F32, stored.Shape));
+        _ops.Cast(stored, t);
+        return t;
+    }
+
+    /// <summary>A frozen weight as the ops read it: as stored when the backend trains with its dtype, else an F32 copy.</summary>
+    private Tensor Frozen(Tensor stored) => _ops.TrainsWith(stored.DType) ? stored : F32(stored);
+
+    /// <summary>A parameter initialised from a stored weight (fp32 master copy).</summary>
+    private Tensor Param(List<TrainParam> list, string name, Tensor stored, bool[]? mask, bool compact)
+    {
+        var value = GC.AllocateArray<float>(checked((int)stored.Length), pinned: true);
+        var f32 = _be.Allocate(DType.F32, stored.Shape);
+        _ops.Cast(stored, f32);
+        _be.Download<float>(f32, value);
+        f32.Dispose();
+        return ParamArray(list, name, stored.Shape, value, mask, compact);
+    }
+
+    /// <summary>A parameter whose value is the given (pinned) array.</summary>
+    private Tensor ParamArray(List<TrainParam> list, string name, int[] shape, float[] value, bool[]? mask, bool compact)
+    {
+        var grad = GC.AllocateArray<float>(value.Length, pinned: true);
+        var st = mask is not null && compact ? AdamWState.ForMask(mask) : new AdamWState(value.Length);
+        Tensor? maskT = null, liveT = null;
+        if (mask is not null)
+        {
+            maskT = Own(_be.Allocate(DType.U8, mask.Length));
+            _be.Upload<byte>(mask.Select(b => b ? (byte)1 : (byte)0).ToArray(), maskT);
+        }
+        if (st.Live is { } live) liveT = HostInts(live);
+        var p = new TrainParam
+        {
+            Name = name, Shape = shape, Value = value, Grad = grad, Mask = mask, State = st,
+            ValueTensor = Host(value, shape), GradTensor = Host(grad, shape),
+            MTensor = Host(st.M), VTensor = Host(st.V), MaskTensor = maskT, LiveTensor = liveT,
+        };
+        list.Add(p);
+        _paramOf[p.ValueTensor] = p;
+        return p.ValueTensor;
     }
 
     public void Dispose()
     {
+        _views.Clear();
+        foreach (var t in _owned) t.Dispose();
+        _owned.Clear();
         foreach (var h in _pins) h.Free();
         _pins.Clear();
     }
 
-    private List<TrainParam> BuildParams(LoraMask? mask, bool compact)
-    {
-        var list = new List<TrainParam>();
-        TrainParam Add(string name, int[] shape, float[] value, bool[]? mask)
-        {
-            var grad = GC.AllocateArray<float>(value.Length, pinned: true);
-            _gradOf[value] = grad;
-            var st = mask is not null && compact ? AdamWState.ForMask(mask) : new AdamWState(value.Length);
-            var p = new TrainParam { Name = name, Shape = shape, Value = value, Grad = grad, Mask = mask, State = st };
-            list.Add(p);
-            return p;
-        }
-        if (Method == TrainMethod.Full)
-        {
-            int D = _c.HiddenSize;
-            Add("model.embed_tokens.weight", [_c.VocabSize, D], _embed, null);
-            for (int l = 0; l < _c.NumLayers; l++)
-            {
-                Add($"model.layers.{l}.input_layernorm.weight", [D], _attnNorm[l], null);
-                foreach (var p in Projs.All)
-                {
-                    var (o, i) = p.Shape(_c);
-                    Add(p.HfPrefix(l) + ".weight", [o, i], _proj[l][(int)p], null);
-                }
-                Add($"model.layers.{l}.post_attention_layernorm.weight", [D], _mlpNorm[l], null);
-            }
-            Add("model.norm.weight", [D], _finalNorm, null);
-            if (!ReferenceEquals(_lmHead, _embed)) Add("lm_head.weight", [_c.VocabSize, D], _lmHead, null);
-            return list;
-        }
-        foreach (var m in _adapter!.Modules)
-        {
-            if (Method == TrainMethod.Lora) Add(m.Key('A'), [m.Rank, m.In], m.A, null);
-            bool[]? keep = null;
-            if (mask is not null)
-            {
-                var e = mask[m.Layer, m.Proj] ?? throw new ShapeMismatchException($"the mask has no entry for {m.Key('B')}");
-                if (e.Out != m.Out || e.Rank != m.Rank)
-                    throw new ShapeMismatchException($"mask {e.Key} is [{e.Out}, {e.Rank}], the adapter's B is [{m.Out}, {m.Rank}]");
-                keep = e.Keep.Select(b => b != 0).ToArray();
-            }
-            Add(m.Key('B'), [m.Out, m.Rank], m.B, keep);
-        }
-        return list;
-    }
-
-    /// <summary>The fp32 weights by HF name, for saving a fully fine-tuned model.</summary>
+    /// <summary>The fp32 weights by HF name (full fine-tuning only), for saving the model.</summary>
     public IEnumerable<(string Name, int[] Shape, float[] Value)> Weights()
     {
-        int D = _c.HiddenSize;
-        yield return ("model.embed_tokens.weight", [_c.VocabSize, D], _embed);
-        for (int l = 0; l < _c.NumLayers; l++)
-        {
-            yield return ($"model.layers.{l}.input_layernorm.weight", [D], _attnNorm[l]);
-            foreach (var p in Projs.All)
-            {
-                var (o, i) = p.Shape(_c);
-                yield return (p.HfPrefix(l) + ".weight", [o, i], _proj[l][(int)p]);
-            }
-            yield return ($"model.layers.{l}.post_attention_layernorm.weight", [D], _mlpNorm[l]);
-        }
-        yield return ("model.norm.weight", [D], _finalNorm);
-        if (!ReferenceEquals(_lmHead, _embed)) yield return ("lm_head.weight", [_c.VocabSize, D], _lmHead);
+        if (Method != TrainMethod.Full) throw new InvalidOperationException($"{Method.Name()} trains an adapter; the weights stay the model's");
+        SyncToHost();
+        return Params.Select(p => (p.Name, p.Shape, p.Value)).ToList();
     }
 
-    /// <summary>Call after writing the weights from outside (a checkpoint load) so the backward's W^T copies follow.</summary>
-    public void WeightsChanged() => RefreshTransposes();
+    /// <summary>Copies the parameters and AdamW's moments to their host arrays (nothing to do on a host-memory backend).</summary>
+    public void SyncToHost()
+    {
+        if (_be.IsHostMemory) return;
+        foreach (var p in Params)
+        {
+            _be.Download<float>(p.ValueTensor, p.Value);
+            _be.Download<float>(p.MTensor, p.State.M);
+            _be.Download<float>(p.VTensor, p.State.V);
+        }
+    }
+
+    /// <summary>Copies the accumulated gradients to the parameters' Grad arrays (nothing to do on a host-memory backend).</summary>
+    public void SyncGradsToHost()
+    {
+        if (_be.IsHostMemory) return;
+        foreach (var p in Params) _be.Download<float>(p.GradTensor, p.Grad);
+    }
+
+    /// <summary>
+    /// Call after writing the host arrays from outside (a checkpoint load: parameters, moments, a frozen A) so the
+    /// backend's copies and the backward's W^T follow.
+    /// </summary>
+    public void WeightsChanged()
+    {
+        if (!_be.IsHostMemory)
+        {
+            foreach (var p in Params)
+            {
+                _be.Upload<float>(p.Value, p.ValueTensor);
+                _be.Upload<float>(p.State.M, p.MTensor);
+                _be.Upload<float>(p.State.V, p.VTensor);
+            }
+            if (_adapter is not null && Method != TrainMethod.Lora)
+                foreach (var m in _adapter.Modules) _be.Upload<float>(m.A, _a[m.Layer][(int)m.Proj]!);
+        }
+        RefreshTransposes();
+    }
 
     private void RefreshTransposes()
     {
         for (int l = 0; l < _c.NumLayers; l++)
             foreach (var p in Projs.All)
-            {
-                var (o, i) = p.Shape(_c);
-                Transpose(_proj[l][(int)p], o, i, _projT[l][(int)p]);
-            }
+                if (_projT[l][(int)p] is { } t) _ops.Transpose(_proj[l][(int)p], t);
     }
 
-    /// <summary>dst [cols, rows] = src [rows, cols]^T, in 32 x 32 tiles.</summary>
-    private static void Transpose(ReadOnlySpan<float> src, int rows, int cols, Span<float> dst)
+    private Tensor? GradOf(Tensor value) => _paramOf.TryGetValue(value, out var p) ? p.GradTensor : null;
+
+    /// <summary>The views of every buffer at one token count, made once.</summary>
+    private sealed class Views
     {
-        const int tile = 32;
-        for (int r0 = 0; r0 < rows; r0 += tile)
-            for (int c0 = 0; c0 < cols; c0 += tile)
-            {
-                int r1 = Math.Min(rows, r0 + tile), c1 = Math.Min(cols, c0 + tile);
-                for (int r = r0; r < r1; r++)
-                    for (int c = c0; c < c1; c++)
-                        dst[c * rows + r] = src[r * cols + c];
-            }
+        public required Tensor Ids, Pos, Targets, Weights, Loss, Hf, Tmp, Dx, Dxmid, Dxn, Dhf, Dattn, Dq, Dk, Dv, Dact, Dg, Du, Dua;
+        public required Tensor[] Xin, Xn1, Q, K, V, Lse, Attn, Xmid, Xn2, G, U, Act;
+        public required Tensor?[][] Ua;
+        public required Dictionary<int, Tensor> DuaByRank;
     }
 
-    private static float[] ToF32(Tensor t)
+    private Views ViewsFor(int n)
     {
-        var a = GC.AllocateArray<float>(checked((int)t.Length), pinned: true);
-        CpuOps.ToFloat(t.DType, t.Pointer, 0, a);
-        return a;
+        if (_views.TryGetValue(n, out var v)) return v;
+        Tensor R(Tensor t) => t.View(0, n, t.Cols);
+        Tensor R1(Tensor t) => t.View(0, n);
+        Tensor[] All(Tensor[] ts) => ts.Select(R).ToArray();
+        v = new Views
+        {
+            Ids = R1(_ids), Pos = R1(_pos), Targets = R1(_targets), Weights = R1(_weights), Loss = R1(_loss),
+            Hf = R(_hf), Tmp = R(_tmp), Dx = R(_dx), Dxmid = R(_dxmid), Dxn = R(_dxn), Dhf = R(_dhf), Dattn = R(_dattn),
+            Dq = R(_dq), Dk = R(_dk), Dv = R(_dv), Dact = R(_dact), Dg = R(_dg), Du = R(_du), Dua = R(_dua),
+            Xin = All(_xin), Xn1 = All(_xn1), Q = All(_q), K = All(_k), V = All(_v), Lse = All(_lse), Attn = All(_attn),
+            Xmid = All(_xmid), Xn2 = All(_xn2), G = All(_g), U = All(_u), Act = All(_act),
+            Ua = _ua.Select(row => row.Select(t => t is null ? null : R(t)).ToArray()).ToArray(),
+            DuaByRank = (_adapter?.Modules.Select(m => m.Rank).Distinct() ?? []).ToDictionary(r => r, r => _dua.View(0, n, r)),
+        };
+        _views[n] = v;
+        return v;
     }
-
-    private Tensor T(float[] a, int rows, int cols) =>
-        _be.FromHost(Marshal.UnsafeAddrOfPinnedArrayElement(a, 0), DType.F32, [rows, cols], null);
-    private Tensor T(float[] a, int len) =>
-        _be.FromHost(Marshal.UnsafeAddrOfPinnedArrayElement(a, 0), DType.F32, [len], null);
-    private Tensor I(int[] a, int len) =>
-        _be.FromHost(Marshal.UnsafeAddrOfPinnedArrayElement(a, 0), DType.I32, [len], null);
-
-    private float[]? GradOf(float[] value) => _gradOf.TryGetValue(value, out var g) ? g : null;
 
     /// <summary>
     /// Forward and backward of one batch: the gradients of sum_i Weights[i] * nll_i are added (+=) to every
-    /// parameter's Grad. Returns that loss. With backward false, only the loss (evaluation, perplexity).
+    /// parameter's gradient. Returns that loss. With backward false, only the loss (evaluation, perplexity).
     /// </summary>
     public double Run(Batch batch, bool backward = true)
     {
         int n = batch.Size * batch.SeqLen;
         if (n > _maxTokens) throw new ArgumentException($"a batch of {batch.Size} x {batch.SeqLen} tokens exceeds the graph's {_maxTokens}");
-        int L = _c.NumLayers, D = _c.HiddenSize, F = _c.IntermediateSize, QD = _c.QDim, KD = _c.KvDim;
-        int H = _c.NumHeads, KH = _c.NumKvHeads, hd = _c.HeadDim;
-        batch.Tokens.CopyTo(_ids, 0);
-        batch.Positions.CopyTo(_pos, 0);
-        var ids = I(_ids, n);
-        var pos = I(_pos, n);
-        var invFreq = T(_invFreq, _invFreq.Length);
+        int L = _c.NumLayers, H = _c.NumHeads, KH = _c.NumKvHeads, hd = _c.HeadDim;
+        var v = ViewsFor(n);
+        _be.Upload<int>(batch.Tokens.AsSpan(0, n), v.Ids);
+        _be.Upload<int>(batch.Positions.AsSpan(0, n), v.Pos);
+        _be.Upload<int>(batch.Targets.AsSpan(0, n), v.Targets);
+        _be.Upload<float>(batch.Weights.AsSpan(0, n), v.Weights);
 
-        _be.Embedding(T(_embed, _c.VocabSize, D), ids, T(_xin[0], n, D));
+        _be.Embedding(_embed, v.Ids, v.Xin[0]);
         for (int l = 0; l < L; l++)
         {
-            _be.RmsNorm(T(_xin[l], n, D), T(_attnNorm[l], D), _eps, T(_xn1[l], n, D));
-            Linear(l, Proj.Q, _xn1[l], _q[l], n);
-            Linear(l, Proj.K, _xn1[l], _k[l], n);
-            Linear(l, Proj.V, _xn1[l], _v[l], n);
-            _be.Rope(T(_q[l], n, QD), H, hd, pos, invFreq);
-            _be.Rope(T(_k[l], n, KD), KH, hd, pos, invFreq);
-            CpuOps.AttentionForwardWithLse(_q[l].AsSpan(0, n * QD), _k[l].AsSpan(0, n * KD), _v[l].AsSpan(0, n * KD),
-                batch.Size, batch.SeqLen, H, KH, hd, _attn[l].AsSpan(0, n * QD), _lse[l].AsSpan(0, n * H));
-            Linear(l, Proj.O, _attn[l], _tmp, n);
-            _be.Add(T(_xin[l], n, D), T(_tmp, n, D), T(_xmid[l], n, D));
-            _be.RmsNorm(T(_xmid[l], n, D), T(_mlpNorm[l], D), _eps, T(_xn2[l], n, D));
-            Linear(l, Proj.Gate, _xn2[l], _g[l], n);
-            Linear(l, Proj.Up, _xn2[l], _u[l], n);
-            _be.SwiGlu(T(_g[l], n, F), T(_u[l], n, F), T(_act[l], n, F));
-            Linear(l, Proj.Down, _act[l], _tmp, n);
-            _be.Add(T(_xmid[l], n, D), T(_tmp, n, D), T(_xin[l + 1], n, D));
+            _be.RmsNorm(v.Xin[l], _attnNorm[l], _eps, v.Xn1[l]);
+            Linear(v, l, Proj.Q, v.Xn1[l], v.Q[l]);
+            Linear(v, l, Proj.K, v.Xn1[l], v.K[l]);
+            Linear(v, l, Proj.V, v.Xn1[l], v.V[l]);
+            _be.Rope(v.Q[l], H, hd, v.Pos, _invFreq);
+            _be.Rope(v.K[l], KH, hd, v.Pos, _invFreq);
+            _ops.AttentionForwardWithLse(v.Q[l], v.K[l], v.V[l], batch.Size, batch.SeqLen, H, KH, hd, v.Attn[l], v.Lse[l]);
+            Linear(v, l, Proj.O, v.Attn[l], v.Tmp);
+            _be.Add(v.Xin[l], v.Tmp, v.Xmid[l]);
+            _be.RmsNorm(v.Xmid[l], _mlpNorm[l], _eps, v.Xn2[l]);
+            Linear(v, l, Proj.Gate, v.Xn2[l], v.G[l]);
+            Linear(v, l, Proj.Up, v.Xn2[l], v.U[l]);
+            _be.SwiGlu(v.G[l], v.U[l], v.Act[l]);
+            Linear(v, l, Proj.Down, v.Act[l], v.Tmp);
+            _be.Add(v.Xmid[l], v.Tmp, v.Xin[l + 1]);
         }
-        _be.RmsNorm(T(_xin[L], n, D), T(_finalNorm, D), _eps, T(_hf, n, D));
+        _be.RmsNorm(v.Xin[L], _finalNorm, _eps, v.Hf);
 
-        batch.Targets.CopyTo(_targets, 0);
-        batch.Weights.CopyTo(_weights, 0);
         bool full = Method == TrainMethod.Full;
-        double loss = CpuOps.LmHeadCrossEntropy(_hf.AsSpan(0, n * D), _lmHead, D, _targets.AsSpan(0, n), _weights.AsSpan(0, n),
-            _loss.AsSpan(0, n), backward ? _dhf.AsSpan(0, n * D) : [], backward && full ? GradOf(_lmHead) : [], _ceScratch);
+        double loss = _ops.LmHeadCrossEntropy(v.Hf, _lmHead, v.Targets, v.Weights, v.Loss, backward ? v.Dhf : null,
+            backward && full ? GradOf(_lmHead) : null);
         if (!backward) return loss;
 
         // d(final norm): dX = dL/dXin[L].
-        CpuOps.RmsNormBackward(_xin[L].AsSpan(0, n * D), _finalNorm, _dhf.AsSpan(0, n * D), D, _eps,
-            _dx.AsSpan(0, n * D), full ? GradOf(_finalNorm) : []);
+        _ops.RmsNormBackward(v.Xin[L], _finalNorm, v.Dhf, _eps, v.Dx, GradOf(_finalNorm), accumulate: false);
         for (int l = L - 1; l >= 0; l--)
         {
             // Xin[l+1] = Xmid + down(Act): the residual passes dX to Xmid, down_proj's input gets dX Wd.
-            _dx.AsSpan(0, n * D).CopyTo(_dxmid);
-            LinearBackward(l, Proj.Down, _act[l], _dx, _dact, n);
-            CpuOps.SwiGluBackward(_g[l].AsSpan(0, n * F), _u[l].AsSpan(0, n * F), _dact.AsSpan(0, n * F),
-                _dg.AsSpan(0, n * F), _du.AsSpan(0, n * F));
-            LinearBackward(l, Proj.Gate, _xn2[l], _dg, _dxn, n);
-            LinearBackward(l, Proj.Up, _xn2[l], _du, _dxn, n, accumulate: true);
-            CpuOps.RmsNormBackward(_xmid[l].AsSpan(0, n * D), _mlpNorm[l], _dxn.AsSpan(0, n * D), D, _eps,
-                _dxmid.AsSpan(0, n * D), full ? GradOf(_mlpNorm[l]) : [], accumulate: true);
+            _ops.Cast(v.Dx, v.Dxmid);
+            LinearBackward(v, l, Proj.Down, v.Act[l], v.Dx, v.Dact);
+            _ops.SwiGluBackward(v.G[l], v.U[l], v.Dact, v.Dg, v.Du);
+            LinearBackward(v, l, Proj.Gate, v.Xn2[l], v.Dg, v.Dxn);
+            LinearBackward(v, l, Proj.Up, v.Xn2[l], v.Du, v.Dxn, accumulate: true);
+            _ops.RmsNormBackward(v.Xmid[l], _mlpNorm[l], v.Dxn, _eps, v.Dxmid, GradOf(_mlpNorm[l]), accumulate: true);
             // Xmid = Xin + o(Attn).
-            LinearBackward(l, Proj.O, _attn[l], _dxmid, _dattn, n);
-            CpuOps.AttentionBackward(_q[l].AsSpan(0, n * QD), _k[l].AsSpan(0, n * KD), _v[l].AsSpan(0, n * KD),
-                _lse[l].AsSpan(0, n * H), _dattn.AsSpan(0, n * QD), batch.Size, batch.SeqLen, H, KH, hd,
-                _dq.AsSpan(0, n * QD), _dk.AsSpan(0, n * KD), _dv.AsSpan(0, n * KD));
-            CpuOps.RopeBackward(_dq.AsSpan(0, n * QD), H, hd, _pos.AsSpan(0, n), _invFreq);
-            CpuOps.RopeBackward(_dk.AsSpan(0, n * KD), KH, hd, _pos.AsSpan(0, n), _invFreq);
-            LinearBackward(l, Proj.Q, _xn1[l], _dq, _dxn, n);
-            LinearBackward(l, Proj.K, _xn1[l], _dk, _dxn, n, accumulate: true);
-            LinearBackward(l, Proj.V, _xn1[l], _dv, _dxn, n, accumulate: true);
+            LinearBackward(v, l, Proj.O, v.Attn[l], v.Dxmid, v.Dattn);
+            _ops.AttentionBackward(v.Q[l], v.K[l], v.V[l], v.Attn[l], v.Lse[l], v.Dattn, batch.Size, batch.SeqLen, H, KH, hd, v.Dq, v.Dk, v.Dv);
+            _ops.RopeBackward(v.Dq, H, hd, v.Pos, _invFreq);
+            _ops.RopeBackward(v.Dk, KH, hd, v.Pos, _invFreq);
+            LinearBackward(v, l, Proj.Q, v.Xn1[l], v.Dq, v.Dxn);
+            LinearBackward(v, l, Proj.K, v.Xn1[l], v.Dk, v.Dxn, accumulate: true);
+            LinearBackward(v, l, Proj.V, v.Xn1[l], v.Dv, v.Dxn, accumulate: true);
             // Below layer 0 only the embedding is left, which trains only in full fine-tuning.
             if (l == 0 && !full) break;
-            _dxmid.AsSpan(0, n * D).CopyTo(_dx);
-            CpuOps.RmsNormBackward(_xin[l].AsSpan(0, n * D), _attnNorm[l], _dxn.AsSpan(0, n * D), D, _eps,
-                    _dx.AsSpan(0, n * D), full ? GradOf(_attnNorm[l]) : [], accumulate: true);
+            _ops.Cast(v.Dxmid, v.Dx);
+            _ops.RmsNormBackward(v.Xin[l], _attnNorm[l], v.Dxn, _eps, v.Dx, GradOf(_attnNorm[l]), accumulate: true);
         }
-        if (full) CpuOps.EmbeddingBackward(_ids.AsSpan(0, n), _dx.AsSpan(0, n * D), D, GradOf(_embed));
+        if (full) _ops.EmbeddingBackward(v.Ids, v.Dx, GradOf(_embed)!);
         return loss;
     }
 
     /// <summary>y = x W^T (+ s (x A^T) B^T, keeping u = x A^T).</summary>
-    private void Linear(int l, Proj p, float[] x, float[] y, int n)
+    private void Linear(Views v, int l, Proj p, Tensor x, Tensor y)
     {
-        var (o, i) = p.Shape(_c);
-        var xt = T(x, n, i);
-        var yt = T(y, n, o);
-        _be.MatMul(xt, T(_proj[l][(int)p], o, i), yt);
+        _be.MatMul(x, _proj[l][(int)p], y);
         if (_adapter?[l, p] is { } m)
         {
-            var ut = T(_ua[l][(int)p], n, m.Rank);
-            _be.MatMul(xt, T(m.A, m.Rank, m.In), ut);
-            _be.MatMul(ut, T(m.B, m.Out, m.Rank), yt, m.Scale, accumulate: true);
+            var u = v.Ua[l][(int)p]!;
+            _be.MatMul(x, _a[l][(int)p]!, u);
+            _be.MatMul(u, _b[l][(int)p]!, y, m.Scale, accumulate: true);
         }
     }
 
-    /// <summary>dx (=, or += with accumulate) from dy through the projection and its adapter; weight gradients (+=) where trained.</summary>
-    private void LinearBackward(int l, Proj p, float[] x, float[] dy, float[] dx, int n, bool accumulate = false)
+    /// <summary>
+    /// dx (=, or += with accumulate) from dy through the projection and its adapter; weight gradients (+=) where trained:
+    /// dW += dy^T x (full); dB += s dy^T u (masked); du = s dy B; dA += du^T x (lora); dx += du A.
+    /// </summary>
+    private void LinearBackward(Views v, int l, Proj p, Tensor x, Tensor dy, Tensor dx, bool accumulate = false)
     {
-        var (o, i) = p.Shape(_c);
         var w = _proj[l][(int)p];
-        var dyS = dy.AsSpan(0, n * o);
-        var xS = x.AsSpan(0, n * i);
-        // dx (+)= dy W, as the backend's tiled x W'^T with W' = W^T.
-        _be.MatMul(T(dy, n, o), T(_projT[l][(int)p], i, o), T(dx, n, i), 1f, accumulate);
-        if (Method == TrainMethod.Full)
-        {
-            // dW += dy^T x, as the backend's MatMul(dy^T [o, n], (x^T) [i, n]).
-            Transpose(dyS, n, o, _dyT);
-            Transpose(xS, n, i, _xT);
-            _be.MatMul(T(_dyT, o, n), T(_xT, i, n), T(GradOf(w)!, o, i), 1f, accumulate: true);
-        }
-        if (_adapter?[l, p] is { } m)
-            CpuOps.LoraBackward(xS, _ua[l][(int)p].AsSpan(0, n * m.Rank), dyS, m.A, m.B, m.In, m.Out, m.Rank, m.Scale,
-                Method == TrainMethod.Lora ? GradOf(m.A) : [], GradOf(m.B), dx.AsSpan(0, n * i), _dua.AsSpan(0, n * m.Rank));
+        if (_projT[l][(int)p] is { } wT) _be.MatMul(dy, wT, dx, 1f, accumulate);
+        else _ops.MatMulBackwardInput(dy, w, dx, 1f, accumulate);
+        if (GradOf(w) is { } dW) _ops.MatMulBackwardWeight(dy, x, dW, 1f, accumulate: true);
+        if (_adapter?[l, p] is not { } m) return;
+        var a = _a[l][(int)p]!;
+        var b = _b[l][(int)p]!;
+        var pb = _paramOf[b];
+        _ops.LoraGradB(dy, v.Ua[l][(int)p]!, pb.MaskTensor, m.Scale, pb.GradTensor);
+        var du = v.DuaByRank[m.Rank];
+        _ops.MatMulBackwardInput(dy, b, du, m.Scale, accumulate: false);
+        if (GradOf(a) is { } dA) _ops.MatMulBackwardWeight(du, x, dA, 1f, accumulate: true);
+        _ops.MatMulBackwardInput(du, a, dx, 1f, accumulate: true);
     }
 
     /// <summary>
     /// One optimizer step over the accumulated gradients: mask (LoRI-S: grad[~mask] = 0), clip (per tensor by
-    /// default, as the reference), AdamW, then zero the gradients. Returns the gradient norm before clipping
+    /// default, as the reference), AdamW, then zero the gradients. The norms come to the host and the clip
+    /// coefficients are formed there in float as torch forms them. Returns the gradient norm before clipping
     /// (the global norm over all trained tensors).
     /// </summary>
     public float OptimizerStep(double lr, AdamWOptions opt, ClipMode clip = ClipMode.PerTensor, float maxNorm = 1f)
     {
+        var ps = Params;
+        for (int i = 0; i < ps.Count; i++) _ops.GradNorm(ps[i].GradTensor, ps[i].MaskTensor, _norms, i);
+        _be.Download<float>(_norms, _normsHost);
         double sq = 0;
-        foreach (var p in Params)
+        for (int i = 0; i < ps.Count; i++) sq += (double)_normsHost[i] * _normsHost[i];
+        float total = (float)Math.Sqrt(sq);
+        if (clip != ClipMode.None)
         {
-            if (p.Mask is not null) GradClip.ApplyMask(p.Grad, p.Mask);
-            if (clip == ClipMode.PerTensor) { double nrm = GradClip.ClipPerTensor(p.Grad, maxNorm); sq += nrm * nrm; }
+            for (int i = 0; i < ps.Count; i++)
+                _coefsHost[i] = GradClip.Coefficient(clip == ClipMode.Global ? total : _normsHost[i], maxNorm);
+            _be.Upload<float>(_coefsHost, _coefs);
         }
-        float total = clip == ClipMode.PerTensor ? (float)Math.Sqrt(sq)
-            : clip == ClipMode.Global ? GradClip.ClipGlobal(Params.Select(p => (Memory<float>)p.Grad).ToList(), maxNorm)
-            : (float)Math.Sqrt(Params.Sum(p => { double x = GradClip.Norm(p.Grad); return x * x; }));
-        foreach (var p in Params)
+        for (int i = 0; i < ps.Count; i++)
         {
-            AdamW.Step(p.Value, p.Grad, p.State, lr, opt);
-            Array.Clear(p.Grad);
+            var p = ps[i];
+            p.State.Step++;
+            _ops.AdamWStep(p.ValueTensor, p.GradTensor, p.MTensor, p.VTensor, p.LiveTensor, p.MaskTensor,
+                clip == ClipMode.None ? null : _coefs, i, AdamW.Scalars(lr, opt, p.State.Step));
+            _ops.Zero(p.GradTensor);
         }
         if (Method == TrainMethod.Full) RefreshTransposes();
         return total;
@@ -411,6 +485,6 @@ public sealed class TrainingGraph : IDisposable
 
     public void ZeroGrad()
     {
-        foreach (var p in Params) Array.Clear(p.Grad);
+        foreach (var p in Params) _ops.Zero(p.GradTensor);
     }
 }

@@ -43,6 +43,17 @@ public class GpuBenchTests
         Assert.That(adapter.TryGetProperty("prefill_overhead", out _), Is.True);
         Assert.That(adapter.GetProperty("decode_fused_variants").EnumerateArray().Select(v => v.GetProperty("decode_tokens_per_s").GetDouble()),
                     Has.All.GreaterThan(0));
-        Assert.That(r.GetProperty("training").GetProperty("status").GetString(), Does.StartWith("not measured"));
+        var training = r.GetProperty("training");
+        foreach (var method in new[] { "lora", "lori-d", "lori-s", "full" })
+        {
+            var t = training.GetProperty(method);
+            Assert.That(t.GetProperty("tokens_per_s").GetDouble(), Is.GreaterThan(0), method);
+            Assert.That(t.GetProperty("training_peak_bytes").GetDouble(), Is.GreaterThan(0), method);
+            Assert.That(double.IsFinite(t.GetProperty("loss").GetDouble()), method);
+        }
+        // LoRI-S trains the mask's entries only (about a tenth of LoRI-D's B), LoRA trains A as well
+        double Trainable(string m) => training.GetProperty(m).GetProperty("trainable_parameters").GetDouble();
+        Assert.That(Trainable("lori-s"), Is.LessThan(0.2 * Trainable("lori-d")));
+        Assert.That(Trainable("lora"), Is.GreaterThan(Trainable("lori-d")));
     }
 }

@@ -109,6 +109,52 @@ public class TrainEvalCliTests
         Assert.That(File.ReadAllBytes(Path.Combine(b, "adapter_model.safetensors")), Is.EqualTo(File.ReadAllBytes(Path.Combine(a, "adapter_model.safetensors"))));
     }
 
+    [Test]
+    public void Train_OnTheCudaEmulator_FollowsTheCpu_AndResumesBitForBit()
+    {
+        string cpu = _dir.File("emu-cpu"), emu = _dir.File("emu-dev"), emuB = _dir.File("emu-dev-resumed");
+        string[] common = ["train", "--model", ModelDir, "--data", Data, "--method", "lori-d", "--rank", "8", "--lr", "1e-2", "--batch-size", "4",
+                           "--epochs", "1", "--max-length", "128", "--quiet", "--seed", "9", "--json"];
+        var rc = Cli.Run([.. common, "--out", cpu, "--device", "cpu"]);
+        var re = Cli.Run([.. common, "--out", emu, "--device", "cuda-emu"]);
+        Assert.That(rc.ExitCode, Is.Zero, rc.Err);
+        Assert.That(re.ExitCode, Is.Zero, re.Err);
+        Assert.That(JsonDocument.Parse(re.Out).RootElement.GetProperty("device").GetString(), Is.EqualTo("cuda-emu"));
+        double[] lc = Losses(cpu), le = Losses(emu);
+        Assert.That(le, Has.Length.EqualTo(lc.Length));
+        for (int i = 0; i < lc.Length; i++) Assert.That(le[i], Is.EqualTo(lc[i]).Within(1e-4 * lc[i]), $"loss at step {i + 1}");
+
+        // Adam moves an entry by about lr * sign(g) per step: an entry whose gradient is at rounding-noise level may
+        // step the other way on the other backend. Every other entry agrees to float precision.
+        using var model = LlamaModel.Load(ModelDir, new CpuBackend());
+        var ac = PeftAdapter.Load(cpu, model.Config);
+        var ae = PeftAdapter.Load(emu, model.Config);
+        long total = 0, off = 0;
+        foreach (var m in ac.Modules)
+        {
+            var me = ae[m.Layer, m.Proj]!;
+            for (int i = 0; i < m.B.Length; i++, total++)
+                if (Math.Abs(me.B[i] - m.B[i]) > 1e-5f) off++;
+            Assert.That(me.A, Is.EqualTo(m.A), "the same frozen A from the same seed");
+        }
+        Assert.That(off, Is.LessThanOrEqualTo(total / 200), $"{off} of {total} B entries differ by more than 1e-5");
+
+        // stop after 2 of 4 steps, resume on the device: the same bytes as the uninterrupted device run
+        var stop = Cli.Run([.. common, "--out", emuB, "--device", "cuda-emu", "--max-steps", "2"]);
+        Assert.That(stop.ExitCode, Is.Zero, stop.Err);
+        var res = Cli.Run([.. common, "--out", emuB, "--device", "cuda-emu", "--resume"]);
+        Assert.That(res.ExitCode, Is.Zero, res.Err);
+        Assert.That(File.ReadAllBytes(Path.Combine(emuB, "adapter_model.safetensors")), Is.EqualTo(File.ReadAllBytes(Path.Combine(emu, "adapter_model.safetensors"))));
+
+        // eval on the device: the same perplexity as on the CPU
+        string[] ev = ["eval", "--model", ModelDir, "--adapter", emu, "--data", Data, "--metric", "perplexity", "--json"];
+        var pc = Cli.Run([.. ev, "--device", "cpu"]);
+        var pe = Cli.Run([.. ev, "--device", "cuda-emu"]);
+        Assert.That(pe.ExitCode, Is.Zero, pe.Err);
+        Assert.That(JsonDocument.Parse(pe.Out).RootElement.GetProperty("perplexity").GetDouble(),
+            Is.EqualTo(JsonDocument.Parse(pc.Out).RootElement.GetProperty("perplexity").GetDouble()).Within(1e-4).Percent);
+    }
+
     [TestCase("--method", "lori-s", "needs --mask")]
     [TestCase("--method", "dora", "unknown method 'dora'")]
     public void Train_UsageErrors(string opt, string value, string message)
