@@ -55,7 +55,7 @@ case "$mode" in
     # the sm_90a kernels (wgmma) cannot be built by CUDA 11.8's NVRTC here: build them with this machine's
     # nvcc 12+ when present, and let the runtime find a CUDA 12+ NVRTC as the fallback
     if command -v nvcc >/dev/null 2>&1 && nvcc --version | grep -Eq 'release (1[2-9]|[2-9][0-9])\.'; then
-      for f in gemm_wgmma; do
+      for f in gemm_wgmma sm90_checks; do
         nvcc -std=c++17 -O3 --use_fast_math -arch=sm_90a --ptx "native/kernels/$f.cu" -o "$dir/ptx/$f.sm_90a.ptx" >> "$out/nvcc.log" 2>&1 \
           || echo "nvcc sm_90a $f failed (see nvcc.log)" | tee -a "$out/selftest.log"
       done

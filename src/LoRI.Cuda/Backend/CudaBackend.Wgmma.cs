@@ -115,7 +115,7 @@ public sealed unsafe partial class CudaBackend
             var mx = Bf16RowsMap(x, n, k);
             var mw = Bf16RowsMap(w, m, k);
             a.Add(y); a.Add(n); a.Add(m); a.Add(k); a.Add(alpha); a.Add(accumulate ? 1 : 0);
-            LaunchWithTensorMaps("gemm_wgmma", "gemm_wgmma_tma_bf16", grid, 384, GemmWgmmaTmaSmemBytes, mx, mw, ref a);
+            LaunchWithTensorMaps("gemm_wgmma", "gemm_wgmma_tma_bf16", grid, 384, GemmWgmmaTmaSmemBytes, [mx, mw], ref a);
             return;
         }
         a.Add(x); a.Add(w); a.Add(y); a.Add(n); a.Add(m); a.Add(k); a.Add(alpha); a.Add(accumulate ? 1 : 0);
@@ -126,7 +126,7 @@ public sealed unsafe partial class CudaBackend
     /// The tensor map of a row-major bf16 [rows, k] operand as gemm_wgmma_tma_bf16 reads it: boxes of 64 (K) x 128
     /// (rows), 128-byte swizzle, out-of-bound elements zero.
     /// </summary>
-    private TensorMap Bf16RowsMap(Tensor t, int rows, int k)
+    internal TensorMap Bf16RowsMap(Tensor t, int rows, int k)
     {
         Span<ulong> dims = [(ulong)k, (ulong)rows];
         Span<ulong> strides = [(ulong)k * 2];
@@ -137,16 +137,19 @@ public sealed unsafe partial class CudaBackend
     }
 
     /// <summary>
-    /// Launches a kernel whose first two parameters are `const __grid_constant__` tensor maps, then
+    /// Launches a kernel whose first parameters are `const __grid_constant__` tensor maps (at most 2), then
     /// <paramref name="rest"/>. The maps are copied to 64-byte aligned stack memory for the launch (the driver
     /// copies parameters at launch time). Not recordable into a CUDA graph (callers take another kernel then).
+    /// Also how <see cref="Checks.KernelChecks"/> runs the sm90_checks programs on a device.
     /// </summary>
-    private void LaunchWithTensorMaps(string family, string name, Dim3 grid, Dim3 block, int smem, in TensorMap first, in TensorMap second, ref KernelArgs rest)
+    internal void LaunchWithTensorMaps(string family, string name, Dim3 grid, Dim3 block, int smem, ReadOnlySpan<TensorMap> tensorMaps, ref KernelArgs rest)
     {
+        if (tensorMaps.Length > 2) throw new ArgumentException($"{name}: at most 2 tensor maps, got {tensorMaps.Length}");
         if (_recording is not null) throw new InvalidOperationException($"{name} takes tensor maps and cannot be recorded into a CUDA graph");
         var fn = Function(family, name);
-        if (Driver is EmulatorDriver emu && emu.ParameterCount(fn) != rest.Count + 2)
-            throw new InvalidOperationException($"{name} takes {emu.ParameterCount(fn)} parameters, the launcher passed {rest.Count + 2}");
+        int count = tensorMaps.Length + rest.Count;
+        if (Driver is EmulatorDriver emu && emu.ParameterCount(fn) != count)
+            throw new InvalidOperationException($"{name} takes {emu.ParameterCount(fn)} parameters, the launcher passed {count}");
         if (smem > 48 * 1024 && (!_dynamicSmemLimit.TryGetValue(fn, out var limit) || limit < smem))
         {
             if (smem > Driver.MaxDynamicSharedMemoryPerBlock)
@@ -156,14 +159,15 @@ public sealed unsafe partial class CudaBackend
         }
         var raw = stackalloc byte[2 * 128 + 64];
         var maps = (TensorMap*)(((nint)raw + 63) & ~(nint)63);
-        maps[0] = first;
-        maps[1] = second;
         var pointers = stackalloc void*[KernelArgs.Capacity + 2];
-        pointers[0] = maps;
-        pointers[1] = maps + 1;
+        for (int i = 0; i < tensorMaps.Length; i++)
+        {
+            maps[i] = tensorMaps[i];
+            pointers[i] = maps + i;
+        }
         fixed (ulong* v = rest.Values)
         {
-            for (int i = 0; i < rest.Count; i++) pointers[2 + i] = v + i;
+            for (int i = 0; i < rest.Count; i++) pointers[tensorMaps.Length + i] = v + i;
             Driver.Launch(fn, grid, block, smem, Stream, pointers);
         }
     }

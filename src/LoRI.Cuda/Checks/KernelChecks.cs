@@ -43,6 +43,9 @@ public static class KernelChecks
         new("matmul_wgmma_bf16_multistage_accumulate", c => MatMulWgmma(c, (130, 136, 264), (150, 200, 171), 0.5f, true), WgmmaSkip),
         new("matmul_wgmma_cp_async_bf16_multistage_accumulate", c => MatMulWgmma(c, (130, 136, 264), (150, 200, 136), 0.5f, true, tma: false), WgmmaSkip),
         new("matmul_bf16_auto_wgmma", MatMulAutoWgmma, WgmmaSkip),
+        new("sm90_wgmma_tile", Sm90WgmmaTile, WgmmaSkip),
+        new("sm90_tma_box", Sm90TmaBox, WgmmaSkip),
+        new("sm90_mbarrier_phases", Sm90MbarrierPhases, WgmmaSkip),
         new("matmul_gemv_bf16", c => MatMulGemv(c, 1, 1f, false)),
         new("matmul_gemv_bf16_accumulate", c => MatMulGemv(c, 3, -0.5f, true)),
         new("rope_forward", RopeForward),
@@ -298,6 +301,68 @@ public static class KernelChecks
             c.Device.WgmmaTma = was;
         };
         return c.Compare(dy, cy, 2e-5f * MathF.Sqrt(k), 1e-5f);
+    }
+
+    /// <summary>
+    /// The sm_90a programs of native/kernels/sm90_checks.cu, one per twin, so that on a device a wrong reading of
+    /// the PTX ISA shows which instruction it concerns: one warpgroup's wgmma over swizzled tiles vs a double loop.
+    /// </summary>
+    private static Comparison Sm90WgmmaTile(CheckContext c)
+    {
+        c.Note("A [64, 64] x B [64, 128] + C, 4 x m64n128k16 through descriptors of 128-byte-swizzled tiles");
+        var a = c.Random(64 * 64, 2f).Select(Bf16.Round).ToArray();
+        var bt = c.Random(128 * 64, 2f).Select(Bf16.Round).ToArray();
+        var cv = c.Random(64 * 128, 0.5f);
+        var reference = new float[64 * 128];
+        for (int i = 0; i < 64; i++)
+            for (int j = 0; j < 128; j++)
+            {
+                double s = cv[i * 128 + j];
+                for (int k = 0; k < 64; k++) s += (double)a[i * 64 + k] * bt[j * 64 + k];
+                reference[i * 128 + j] = (float)s;
+            }
+        var da = c.Up(a, DType.BF16, 64, 64);
+        var db = c.Up(bt, DType.BF16, 128, 64);
+        var dc = c.Up(cv, DType.F32, 64, 128);
+        var dd = c.Device.Allocate(DType.F32, 64, 128);
+        c.Own(dd);
+        var args = new KernelArgs();
+        args.Add(da); args.Add(db); args.Add(dc); args.Add(dd); args.Add(0);
+        c.Device.LaunchWithTensorMaps("sm90_checks", "sm90_wgmma_tile", 1, 128, 1024 + 64 * 128 + 128 * 128, [], ref args);
+        return Tolerance.Compare(c.Get(dd), reference, 1e-4f, 1e-5f);
+    }
+
+    /// <summary>One TMA box (64 x 128 bf16, 128-byte swizzle, edges past the tensor) read back where the descriptors look.</summary>
+    private static Comparison Sm90TmaBox(CheckContext c)
+    {
+        const int rows = 100, k = 72;
+        int c0 = c.Pick(0, 64), c1 = c.Pick(0, 40);
+        c.Note($"x [{rows}, {k}] bf16, box 64 x 128 at ({c0}, {c1}), zero fill past the edges");
+        var src = c.Random(rows * k, 1f).Select(Bf16.Round).ToArray();
+        var reference = new float[128 * 64];
+        for (int r = 0; r < 128; r++)
+            for (int e = 0; e < 64; e++)
+                reference[r * 64 + e] = c1 + r < rows && c0 + e < k ? src[(c1 + r) * k + c0 + e] : 0f;
+        var dx = c.Up(src, DType.BF16, rows, k);
+        var dout = c.Device.Allocate(DType.BF16, 128, 64);
+        c.Own(dout);
+        var args = new KernelArgs();
+        args.Add(dout); args.Add(c0); args.Add(c1);
+        c.Device.LaunchWithTensorMaps("sm90_checks", "sm90_tma_box", 1, 128, 1024 + 64 * 128 * 2 + 8, [c.Device.Bf16RowsMap(dx, rows, k)], ref args);
+        return Tolerance.Compare(c.Get(dout), reference, 0, 0);
+    }
+
+    /// <summary>Three mbarrier phases of one block: each completes, and try_wait names it by its parity.</summary>
+    private static Comparison Sm90MbarrierPhases(CheckContext c)
+    {
+        int threads = c.Pick(128, 96);
+        c.Note($"{threads} threads, 3 phases");
+        var dout = c.Device.Allocate(DType.I32, 6);
+        c.Own(dout);
+        var args = new KernelArgs();
+        args.Add(dout); args.Add(0);
+        c.Device.LaunchWithTensorMaps("sm90_checks", "sm90_mbarrier_phases", 1, threads, 1024 + 8, [], ref args);
+        return Tolerance.CompareExact(c.GetInts(dout), [1, 0, 1, 0, 1, 0]);
     }
 
     /// <summary>
