@@ -7,7 +7,11 @@ using LoRI.Tensors;
 namespace LoRI.Cuda.Checks;
 
 /// <summary>One kernel check's outcome, as `selftest --json` reports it.</summary>
-public sealed record KernelCheckResult(string Name, bool Passed, double MaxError, double Tolerance, double Ms, string Detail);
+public sealed record KernelCheckResult(string Name, bool Passed, double MaxError, double Tolerance, double Ms, string Detail)
+{
+    /// <summary>The check does not apply to the device (Detail says why); it counts as passed.</summary>
+    public bool Skipped => Detail.StartsWith("skipped: ", StringComparison.Ordinal);
+}
 
 /// <summary>
 /// Every CUDA kernel held against a reference: the CPU backend for the IBackend ops; for the backward
