@@ -178,9 +178,23 @@ __device__ __forceinline__ bool mbarrier_try_wait_parity(u32 bar, u32 parity)
 #endif
 }
 
+// Spins on try_wait. On a device a wait of seconds means a broken pipeline (a phase that never completes):
+// it traps, so the launch fails with an error instead of hanging the program. The emulator reports such a
+// wait as a deadlock instead.
 __device__ __forceinline__ void mbarrier_wait_parity(u32 bar, u32 parity)
 {
+#if defined(__CUDA_ARCH__)
+    if (mbarrier_try_wait_parity(bar, parity)) return;
+    u64 start, now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+    while (!mbarrier_try_wait_parity(bar, parity))
+    {
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+        if (now - start > 4000000000ull) __trap();
+    }
+#else
     while (!mbarrier_try_wait_parity(bar, parity)) {}
+#endif
 }
 
 // ---- bulk tensor copy (PTX ISA, "cp.async.bulk.tensor") ------------------------------------------------

@@ -11,7 +11,7 @@ namespace LoRI.Cuda.Backend;
 /// path. Chosen at the first such MatMul on a compute-capability-9.0 device when the family's loaded code is
 /// the sm_90a build (its probe kernel says so: a prebuilt .sm_90a.ptx or NVRTC 12+) and, because the kernel
 /// and its emulator twins share one reading of the PTX ISA, only after it matched the mma.sync GEMM
-/// (gemm_tc.cu) on the device at two small ragged shapes; otherwise MatMul keeps gemm_tc, with one warning
+/// (gemm_tc.cu) on the device (its three kernels, small ragged shapes); otherwise MatMul keeps gemm_tc, with one warning
 /// line saying why. <see cref="UseWgmma"/> overrides the choice (the emulator runs the kernel on its twins).
 /// Kernels: with K % 8 == 0 and 16-byte aligned operands the TMA producer/consumer kernel (tensor maps from
 /// cuTensorMapEncodeTiled), or the cp.async-staged one while a CUDA graph is being recorded (a recorded launch
@@ -71,7 +71,8 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>
     /// y = alpha * x W^T (+ y) with the wgmma GEMM: x BF16 [N, K], w BF16 [M, K], y F32 [N, M]. Any shape;
-    /// K % 8 == 0 with 16-byte aligned operands takes the cp.async path. Throws <see cref="UnsupportedException"/>
+    /// K % 8 == 0 with 16-byte aligned operands takes the TMA kernel (the cp.async one with <see cref="WgmmaTma"/>
+    /// off or while recording a graph), anything else the register-staged one. Throws <see cref="UnsupportedException"/>
     /// where the loaded code is not the sm_90a build.
     /// </summary>
     public void MatMulWgmma(Tensor x, Tensor w, Tensor y, float alpha = 1f, bool accumulate = false)
@@ -100,7 +101,7 @@ public sealed unsafe partial class CudaBackend
 
     private void GemmWgmmaLaunch(Tensor x, Tensor w, Tensor y, int n, int m, int k, float alpha, bool accumulate)
     {
-        bool aligned = k % 8 == 0 && x.Pointer % 16 == 0 && w.Pointer % 16 == 0;
+        bool aligned = k % 8 == 0 && k > 0 && x.Pointer % 16 == 0 && w.Pointer % 16 == 0;
         var kind = !aligned ? WgmmaKernel.Ragged : WgmmaTma && _recording is null ? WgmmaKernel.Tma : WgmmaKernel.CpAsync;
         GemmWgmmaLaunch(x, w, y, n, m, k, alpha, accumulate, kind);
     }
@@ -237,14 +238,14 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>
     /// The wgmma GEMM against gemm_tc on the device: its three kernels (TMA, cp.async, register-staged) at ragged
-    /// shapes, one with accumulate. Both sum exact bf16 products in fp32, so only the order of the sums may
+    /// shapes whose K walks the 4-stage ring more than once, two with accumulate. Both sum exact bf16 products in fp32, so only the order of the sums may
     /// differ. Returns null when they match, else the worst element.
     /// </summary>
     private string? WgmmaSelfCheck(out string summary)
     {
         summary = "";
         (int N, int M, int K, float Alpha, bool Accumulate, WgmmaKernel Kind)[] shapes =
-            [(150, 200, 136, 1f, false, WgmmaKernel.Tma), (150, 200, 136, 0.5f, true, WgmmaKernel.CpAsync), (37, 70, 45, -0.5f, true, WgmmaKernel.Ragged)];
+            [(150, 200, 520, 1f, false, WgmmaKernel.Tma), (150, 200, 520, 0.5f, true, WgmmaKernel.CpAsync), (37, 70, 301, -0.5f, true, WgmmaKernel.Ragged)];
         var rng = new Random(90);
         foreach (var (n, m, k, alpha, accumulate, kind) in shapes)
         {
