@@ -18,8 +18,8 @@
 //    next barrier, so a stage is never refilled while a wgmma may still read it.
 // Edges: rows past N / M and the K tail are zero-filled. _bf16 needs K % 8 == 0 and 16-byte aligned x
 // and W; _ragged takes any K and alignment, staging through registers with per-element predicates.
-// Grid (ceil(M/128), ceil(N/128)), block 256, dynamic shared memory GEMM_WGMMA_SMEM_BYTES (132,096:
-// 4 stages x 32 KiB + 1 KiB to align the tiles to 1024 bytes).
+// Grid (ceil(M/128), ceil(N/128)), block 256, dynamic shared memory 132,096 bytes (4 stages x 32 KiB
+// + 1 KiB to align the tiles to 1024 bytes).
 //
 // gemm_wgmma_tma_bf16: the same tile with the operands brought in by TMA in a producer / consumer
 // pipeline (described at the kernel below).
@@ -166,9 +166,11 @@ __device__ __forceinline__ void gemm_wgmma_impl(const bf16* x, const bf16* w, fl
 // [M, K] with a 64 x 128 box (K x rows), so both land in the swizzled layout the descriptors read, and
 // the edges past N, M and K arrive as zeros. Needs K % 8 == 0 (row strides are multiples of 16 bytes)
 // and 16-byte aligned x and W. Grid (ceil(M/128), ceil(N/128)), block 384, dynamic shared memory
-// GEMM_WGMMA_TMA_SMEM_BYTES (132,160: the tiles, 1 KiB of alignment, 8 mbarriers).
-extern "C" __global__ void gemm_wgmma_tma_bf16(const __grid_constant__ lori_tensor_map tmx, const __grid_constant__ lori_tensor_map tmw,
-                                               float* y, int n, int m, int k, float alpha, int accumulate)
+// 132,160 bytes (the tiles, 1 KiB of alignment, 8 mbarriers). The launch bounds keep registers within
+// 65,536 / 384 per thread (the accumulators take 64).
+extern "C" __global__ __launch_bounds__(384, 1) void gemm_wgmma_tma_bf16(const __grid_constant__ lori_tensor_map tmx,
+                                                                         const __grid_constant__ lori_tensor_map tmw,
+                                                                         float* y, int n, int m, int k, float alpha, int accumulate)
 {
 #if LORI_SM90A
     unsigned char* tiles = gwg_tiles();
@@ -225,7 +227,7 @@ extern "C" __global__ void gemm_wgmma_tma_bf16(const __grid_constant__ lori_tens
 }
 LORI_KERNEL(gemm_wgmma_tma_bf16)
 
-extern "C" __global__ void gemm_wgmma_bf16(const bf16* x, const bf16* w, float* y, int n, int m, int k, float alpha, int accumulate)
+extern "C" __global__ __launch_bounds__(GWG_THREADS, 1) void gemm_wgmma_bf16(const bf16* x, const bf16* w, float* y, int n, int m, int k, float alpha, int accumulate)
 {
 #if LORI_SM90A
     gemm_wgmma_impl<true>(x, w, y, n, m, k, alpha, accumulate);
@@ -233,7 +235,7 @@ extern "C" __global__ void gemm_wgmma_bf16(const bf16* x, const bf16* w, float* 
 }
 LORI_KERNEL(gemm_wgmma_bf16)
 
-extern "C" __global__ void gemm_wgmma_bf16_ragged(const bf16* x, const bf16* w, float* y, int n, int m, int k, float alpha, int accumulate)
+extern "C" __global__ __launch_bounds__(GWG_THREADS, 1) void gemm_wgmma_bf16_ragged(const bf16* x, const bf16* w, float* y, int n, int m, int k, float alpha, int accumulate)
 {
 #if LORI_SM90A
     gemm_wgmma_impl<false>(x, w, y, n, m, k, alpha, accumulate);
