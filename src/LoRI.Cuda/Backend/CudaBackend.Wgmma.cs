@@ -14,8 +14,9 @@ namespace LoRI.Cuda.Backend;
 /// (gemm_tc.cu) on the device (its three kernels, small ragged shapes); otherwise MatMul keeps gemm_tc, with one warning
 /// line saying why. <see cref="UseWgmma"/> overrides the choice (the emulator runs the kernel on its twins).
 /// Kernels: with K % 8 == 0 and 16-byte aligned operands the TMA producer/consumer kernel (tensor maps from
-/// cuTensorMapEncodeTiled), or the cp.async-staged one while a CUDA graph is being recorded (a recorded launch
-/// keeps only scalar arguments) or with <see cref="WgmmaTma"/> off; the register-staged kernel otherwise.
+/// cuTensorMapEncodeTiled), or the cp.async-staged one while the emulator records a graph (its recorded launches
+/// keep only scalar arguments; a device's stream capture copies the maps and keeps TMA) or with
+/// <see cref="WgmmaTma"/> off; the register-staged kernel otherwise.
 /// </summary>
 public sealed unsafe partial class CudaBackend
 {
@@ -63,7 +64,7 @@ public sealed unsafe partial class CudaBackend
             if (_useWgmma is bool forced) return forced;
             if (_wgmmaChosen is bool chosen) return chosen;
             // the decision launches and downloads: not inside a capture (gemm_tc serves until it is made)
-            if (_recording is not null) return false;
+            if (_capturing) return false;
             _wgmmaChosen = DecideWgmma(out _wgmmaStatus);
             return _wgmmaChosen.Value;
         }
@@ -72,7 +73,7 @@ public sealed unsafe partial class CudaBackend
     /// <summary>
     /// y = alpha * x W^T (+ y) with the wgmma GEMM: x BF16 [N, K], w BF16 [M, K], y F32 [N, M]. Any shape;
     /// K % 8 == 0 with 16-byte aligned operands takes the TMA kernel (the cp.async one with <see cref="WgmmaTma"/>
-    /// off or while recording a graph), anything else the register-staged one. Throws <see cref="UnsupportedException"/>
+    /// off or while the emulator records a graph), anything else the register-staged one. Throws <see cref="UnsupportedException"/>
     /// where the loaded code is not the sm_90a build.
     /// </summary>
     public void MatMulWgmma(Tensor x, Tensor w, Tensor y, float alpha = 1f, bool accumulate = false)

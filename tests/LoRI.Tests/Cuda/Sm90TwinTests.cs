@@ -160,6 +160,59 @@ public class Sm90TwinTests : Sm90TwinTestsBase
         Assert.That(warnings, Is.Empty);
     }
 
+    /// <summary>
+    /// MatMul inside a graph capture: before the decision it records gemm_tc (deciding needs launches and downloads);
+    /// after it, the recorded wgmma launch is the cp.async kernel (a recorded emulator launch keeps no tensor maps).
+    /// Both replays must give the product.
+    /// </summary>
+    [TestCase(false)]
+    [TestCase(true)]
+    public void Backend_MatMulInsideACapture_ReplaysTheProduct(bool decideFirst)
+    {
+        using var be = new CudaBackend(new EmulatorDriver(computeCapability: 90)) { Bf16Activations = true };
+        using var cpu = new LoRI.Backend.Cpu.CpuBackend();
+        const int n = 40, m = 136, k = 200;
+        var rng = new Random(7);
+        var xv = Enumerable.Range(0, n * k).Select(_ => Bf16.Round((float)(rng.NextDouble() * 2 - 1))).ToArray();
+        var wv = Enumerable.Range(0, m * k).Select(_ => Bf16.FromFloat((float)(rng.NextDouble() * 2 - 1))).ToArray();
+        using var x = be.Allocate(DType.F32, n, k);
+        using var w = be.Allocate(DType.BF16, m, k);
+        using var y = be.Allocate(DType.F32, n, m);
+        be.Upload<float>(xv, x);
+        be.Upload<ushort>(wv, w);
+        if (decideFirst)
+        {
+            be.MatMul(x, w, y);
+            Assert.That(be.WgmmaActive, Is.True, be.WgmmaStatus);
+        }
+        else
+        {
+            // the step once before capturing it (scratch reaches its size) without deciding
+            be.UseWgmma = false;
+            be.MatMul(x, w, y);
+            be.UseWgmma = null;
+        }
+        be.BeginCapture();
+        be.MatMul(x, w, y);
+        using var graph = be.EndCapture();
+        be.Upload<float>(new float[n * m], y);
+        graph.Launch();
+        var got = new float[n * m];
+        be.Download<float>(y, got);
+        // captured before the decision: gemm_tc was recorded and nothing was decided; after it: wgmma (cp.async, since
+        // the TMA launcher refuses to record), which a wrong choice of kernel would have turned into an exception
+        Assert.That(be.WgmmaStatus, decideFirst ? Does.StartWith("in use") : Does.StartWith("not decided"));
+        using var cx = cpu.Allocate(DType.F32, n, k);
+        using var cw = cpu.Allocate(DType.BF16, m, k);
+        using var cy = cpu.Allocate(DType.F32, n, m);
+        cpu.Upload<float>(xv, cx);
+        cpu.Upload<ushort>(wv, cw);
+        cpu.MatMul(cx, cw, cy);
+        var want = new float[n * m];
+        cpu.Download<float>(cy, want);
+        for (int i = 0; i < want.Length; i++) Assert.That(got[i], Is.EqualTo(want[i]).Within(1e-3 + 1e-4 * Math.Abs(want[i])), $"y[{i / m}, {i % m}]");
+    }
+
     [Test]
     public void Backend_On80_KeepsGemmTcQuietly()
     {
