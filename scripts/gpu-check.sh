@@ -10,11 +10,15 @@
 #                                  shapes: bench.json, bench.log, and the same figures in PyTorch + transformers + peft
 #                                  (scripts/torch_bench.py, when python3 has torch): torch.json, torch.log and
 #                                  comparison.md (every figure of ours as a ratio to PyTorch's, measured in this run).
-#                                  Exit code: the selftest's.
+#                                  Then `generate` on a tiny model, device vs CPU (the graph decode path):
+#                                  generate-*.json, decode.log. Exit code: the selftest's.
+#
+#   scripts/gpu-check.sh check     the selftest and the decode check only (one device call of a few minutes)
+#   scripts/gpu-check.sh bench     the benchmarks and the PyTorch comparison only (one device call: at most
+#                                  330 s for ours, 240 s for PyTorch's; a device tool call is limited to 600 s,
+#                                  so on such a machine run `check` and `bench` as two calls rather than `run`)
 #
 # The GPU machine has no .NET: carry out/gpu-check with the working tree (it is ignored by git).
-# The selftest takes well under a minute of device time (the checks are small; 20 timed launches each);
-# the benchmarks at most four minutes (a 16 GB random model is built on the device), PyTorch's at most five.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=out/gpu-check
@@ -22,6 +26,30 @@ mode=${1:-}
 if [ -z "$mode" ]; then
   if command -v nvidia-smi >/dev/null 2>&1; then mode=run; else mode=prepare; fi
 fi
+
+# decode_check RUNNER DEVICE OUT: generate on an init-model tiny model (bf16) with --device cpu and DEVICE, greedy and
+# sampled, three prompts; writes OUT/generate-*.json and OUT/decode.log (whether the greedy ids agree, the decode path).
+decode_check() {
+  local runner=$1 device=$2 o=$3
+  local m="$o/tiny-model"
+  "$runner" init-model --preset tiny --out "$m" --dtype bf16 --seed 5 > /dev/null
+  local args=(generate --model "$m" --prompt "Hello there" --prompt "abc" --prompt "The quick brown fox" --max-new-tokens 48 --json)
+  for d in cpu "$device"; do
+    timeout 60 "$runner" "${args[@]}" --device "$d" > "$o/generate-$d.json" 2>> "$o/decode.log"
+    timeout 60 "$runner" "${args[@]}" --device "$d" --temperature 0.9 --top-k 40 --top-p 0.95 --seed 3 > "$o/generate-$d-sampled.json" 2>> "$o/decode.log"
+  done
+  if command -v python3 > /dev/null 2>&1; then
+    python3 - "$o/generate-cpu.json" "$o/generate-$device.json" "$o/generate-$device-sampled.json" >> "$o/decode.log" 2>&1 <<'PY'
+import json, sys
+cpu, dev, sampled = (json.load(open(p)) for p in sys.argv[1:4])
+same = [a["ids"] == b["ids"] for a, b in zip(cpu["results"], dev["results"])]
+print("greedy ids equal to the cpu's per prompt:", same)
+print("device timings:", json.dumps(dev["timings"]))
+print("sampled timings:", json.dumps(sampled["timings"]))
+PY
+  fi
+  tail -3 "$o/decode.log"
+}
 
 case "$mode" in
   prepare)
@@ -43,7 +71,7 @@ case "$mode" in
     du -sh "$dir"
     echo "prepared $dir; on the GPU machine run: scripts/gpu-check.sh run"
     ;;
-  run)
+  run|check|bench)
     out=${OUT:-$dir/report}
     mkdir -p "$out"
     if [ ! -x "$dir/bin/LoRI.Runner" ]; then
@@ -65,29 +93,37 @@ case "$mode" in
     done
     export LORI_CACHE="$out/cache"
     set +e
-    timeout 300 "$dir/bin/LoRI.Runner" selftest --device cuda --json --verbose > "$out/selftest.json" 2> "$out/selftest.log"
-    rc=$?
-    # the human-readable table too, for the log (short: no timing)
-    timeout 120 "$dir/bin/LoRI.Runner" selftest --device cuda --repeats 0 >> "$out/selftest.log" 2>&1
-    # benchmarks at Llama-3-8B shapes on a random model built on the device (LoRI.Cuda.Bench.GpuBench)
-    timeout 240 "$dir/bin/LoRI.Runner" bench-gpu --device cuda --shapes llama3-8b --out "$out/bench.json" > "$out/bench.log" 2>&1
-    echo "bench-gpu exit code $?" >> "$out/bench.log"
-    if python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
-      timeout 300 python3 scripts/torch_bench.py measure --out "$out/torch.json" > "$out/torch.log" 2>&1
-      echo "torch_bench exit code $?" >> "$out/torch.log"
-      if [ -s "$out/bench.json" ] && [ -s "$out/torch.json" ]; then
-        python3 scripts/torch_bench.py compare --ours "$out/bench.json" --torch "$out/torch.json" --out "$out/comparison.md" >> "$out/torch.log" 2>&1
+    rc=0
+    if [ "$mode" != bench ]; then
+      timeout 240 "$dir/bin/LoRI.Runner" selftest --device cuda --json --verbose > "$out/selftest.json" 2> "$out/selftest.log"
+      rc=$?
+      # the human-readable table too, for the log (short: no timing)
+      timeout 90 "$dir/bin/LoRI.Runner" selftest --device cuda --repeats 0 >> "$out/selftest.log" 2>&1
+      # the on-device decode path (CUDA graph + device sampling) against the CPU on a tiny model: greedy ids, decode path
+      decode_check "$dir/bin/LoRI.Runner" cuda "$out"
+      echo "selftest exit code $rc" >> "$out/selftest.log"
+      tail -5 "$out/selftest.log"
+    fi
+    if [ "$mode" != check ]; then
+      # benchmarks at Llama-3-8B shapes on a random model built on the device (LoRI.Cuda.Bench.GpuBench)
+      timeout 330 "$dir/bin/LoRI.Runner" bench-gpu --device cuda --shapes llama3-8b --out "$out/bench.json" > "$out/bench.log" 2>&1
+      echo "bench-gpu exit code $?" >> "$out/bench.log"
+      if python3 -c "import torch, transformers, peft" >/dev/null 2>&1; then
+        timeout 240 python3 scripts/torch_bench.py measure --out "$out/torch.json" > "$out/torch.log" 2>&1
+        echo "torch_bench exit code $?" >> "$out/torch.log"
+        if [ -s "$out/bench.json" ] && [ -s "$out/torch.json" ]; then
+          python3 scripts/torch_bench.py compare --ours "$out/bench.json" --torch "$out/torch.json" --out "$out/comparison.md" >> "$out/torch.log" 2>&1
+        fi
+      else
+        echo "no PyTorch + transformers + peft on this machine: no comparison" > "$out/torch.log"
       fi
-    else
-      echo "no PyTorch + transformers + peft on this machine: no comparison" > "$out/torch.log"
+      tail -3 "$out/bench.log"
     fi
     set -e
-    echo "selftest exit code $rc" >> "$out/selftest.log"
-    tail -5 "$out/selftest.log"
     exit $rc
     ;;
   *)
-    echo "usage: scripts/gpu-check.sh [prepare|run]" >&2
+    echo "usage: scripts/gpu-check.sh [prepare|run|check|bench]" >&2
     exit 2
     ;;
 esac

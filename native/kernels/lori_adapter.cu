@@ -11,6 +11,9 @@
 // lora_grad_b:   dB[o, j] += scale * sum_n dy[n, o] u[n, j], only where mask[o * R + j] != 0 (mask optional,
 //                u8): the LoRI-S B gradient with its mask applied. Grid-stride over Out * R entries.
 //                (AdamW over the live entries only is adamw.cu's adamw_step with an index.)
+// lora_b_dense_bf16: a compact B as dense bf16, for the tensor-core linear with adapters (see the kernel).
+// The linear op with the adapter folded into the base product's passes (`linear_lora`) lives with the base kernels:
+// gemv.cu (decode: gemv_shrink_bf16, gemv_lora_bf16) and gemm_tc.cu (prefill: gemm_tc_shrink_bf16, gemm_tc_lora_bf16).
 #include "../include/lori_cuda.cuh"
 
 #define LA_TOKENS 8
@@ -174,3 +177,16 @@ extern "C" __global__ void lora_grad_b(const float* dy, const float* u, const un
     }
 }
 LORI_KERNEL(lora_grad_b)
+
+// lora_b_dense_bf16: a compact B (row_start, cols, values) written out as a dense bf16 [Out, R] matrix, once per
+// adapter, for the tensor-core linear-with-adapter kernels (gemm_tc.cu), which read B dense. One thread per row.
+extern "C" __global__ void lora_b_dense_bf16(const int* row_start, const unsigned char* cols, const float* values, bf16* b, int out, int rank)
+{
+    for (int o = blockIdx.x * blockDim.x + threadIdx.x; o < out; o += gridDim.x * blockDim.x)
+    {
+        bf16* row = b + (long long)o * rank;
+        for (int j = 0; j < rank; j++) row[j] = 0;
+        for (int e = row_start[o]; e < row_start[o + 1]; e++) row[cols[e]] = float_to_bf16(values[e]);
+    }
+}
+LORI_KERNEL(lora_b_dense_bf16)

@@ -29,11 +29,14 @@ public static class Program
         DemoVerb.Verb,
     ];
 
+    /// <summary>Whether this run has --verbose: stack traces on errors, and the verbs' extra reports (e.g. the decode path) on stderr.</summary>
+    public static bool Verbose { get; private set; }
+
     public static int Main(string[] argv)
     {
         CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
         CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
-        bool verbose = argv.Contains("--verbose");
+        bool verbose = Verbose = argv.Contains("--verbose");
         var rest = argv.Where(a => a != "--verbose").ToArray();
 
         // No arguments runs the demo: the project's main job on a model it makes itself.

@@ -58,24 +58,37 @@ public sealed unsafe partial class CudaBackend : IAdapterOps
             return;
         }
         var t = Scratch("lora_t", DType.F32, (long)n * r).Reshape(n, r);
-        if (warpKernels)
-        {
-            var a = new KernelArgs();
-            a.Add(x); a.Add(f.A); a.Add(t); a.Add(n); a.Add(f.In); a.Add(r); a.Add(scale); a.Add(vec ? 1 : 0);
-            Launch("lori_adapter", "lora_shrink", new Dim3((uint)((r + 7) / 8), (uint)n), 256, 0, ref a);
-        }
+        if (warpKernels) LoraShrinkWarp(x, f, scale, t, n);
         else MatMul(x.Reshape(n, f.In), f.A, t, scale);
 
+        if (f.Form == LoraBForm.Dense && !warpKernels)
+        {
+            Expect("lora_apply", "B", f.B!, DType.F32);
+            MatMul(t, f.B!, y.Reshape(n, f.Out), 1f, accumulate: true);
+            return;
+        }
+        LoraExpand(t, f, y, n);
+    }
+
+    /// <summary>The warp-per-row shrink t = scale * x A^T (lora_shrink): x F32 [n, In], t F32 [n, Rank].</summary>
+    private void LoraShrinkWarp(Tensor x, LoraFactors f, float scale, Tensor t, int n)
+    {
+        int r = f.Rank;
+        bool vec = f.In % 4 == 0 && x.Pointer % 16 == 0 && f.A.Pointer % 16 == 0;
+        var a = new KernelArgs();
+        a.Add(x); a.Add(f.A); a.Add(t); a.Add(n); a.Add(f.In); a.Add(r); a.Add(scale); a.Add(vec ? 1 : 0);
+        Launch("lori_adapter", "lora_shrink", new Dim3((uint)((r + 7) / 8), (uint)n), 256, 0, ref a);
+    }
+
+    /// <summary>The expand y += t B^T by the warp kernels (8 tokens per block row), B dense or compact: t F32 [n, Rank], y F32 [n, Out].</summary>
+    private void LoraExpand(Tensor t, LoraFactors f, Tensor y, int n)
+    {
+        int r = f.Rank;
         var grid = new Dim3((uint)((f.Out + 7) / 8), (uint)((n + LoraWarpMaxTokens - 1) / LoraWarpMaxTokens));
         int smem = LoraWarpMaxTokens * r * sizeof(float);
         if (f.Form == LoraBForm.Dense)
         {
             Expect("lora_apply", "B", f.B!, DType.F32);
-            if (!warpKernels)
-            {
-                MatMul(t, f.B!, y.Reshape(n, f.Out), 1f, accumulate: true);
-                return;
-            }
             var e = new KernelArgs();
             e.Add(t); e.Add(f.B!); e.Add(y); e.Add(n); e.Add(f.Out); e.Add(r);
             Launch("lori_adapter", "lora_expand_dense", grid, 256, smem, ref e);

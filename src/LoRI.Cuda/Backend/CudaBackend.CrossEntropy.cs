@@ -5,13 +5,15 @@ using LoRI.Tensors;
 namespace LoRI.Cuda.Backend;
 
 /// <summary>
-/// The backward products (native/kernels/matmul_backward.cu) and the lm_head fused with the cross-entropy
+/// The backward products (native/kernels/matmul_backward.cu, or on tensor cores through CudaBackend.GemmBackward.cs
+/// when <see cref="Bf16Activations"/> is on) and the lm_head fused with the cross-entropy
 /// over vocabulary chunks (native/kernels/cross_entropy.cu), with CpuOps.LmHeadCrossEntropy's conventions.
 /// </summary>
 public sealed unsafe partial class CudaBackend
 {
     /// <summary>
     /// Input gradient of y = x W^T: dx = alpha * dy W (+ dx when accumulate). dy F32 [N, M]; w [M, K] F32 or BF16; dx F32 [N, K].
+    /// A BF16 w with <see cref="Bf16Activations"/> on and at least <see cref="TensorCoreMinTokens"/> rows runs on tensor cores (dy rounded to bf16).
     /// </summary>
     public void MatMulBackwardInput(Tensor dy, Tensor w, Tensor dx, float alpha = 1f, bool accumulate = false)
     {
@@ -24,11 +26,15 @@ public sealed unsafe partial class CudaBackend
         int n = RowsOf(dy, m);
         ExpectLength("matmul_backward_input", "dx", dx, (long)n * k);
         if (n == 0 || k == 0) return;
+        if (TryTensorCoreBackwardInput(dy, w, dx, n, m, k, alpha, accumulate)) return;
         // A = dy [n, m] (sar = m, sak = 1), B(kk, c) = W[kk, c] (sbk = k, sbc = 1): inner dimension m
         Strided(dy, w, dx, n, k, m, m, 1, k, 1, alpha, accumulate);
     }
 
-    /// <summary>Weight gradient of y = x W^T: dW = alpha * dy^T x (+ dW when accumulate). dy F32 [N, M]; x F32 [N, K]; dW F32 [M, K].</summary>
+    /// <summary>
+    /// Weight gradient of y = x W^T: dW = alpha * dy^T x (+ dW when accumulate). dy F32 [N, M]; x F32 [N, K]; dW F32 [M, K].
+    /// With <see cref="Bf16Activations"/> on and at least <see cref="TensorCoreMinTokens"/> rows it runs on tensor cores (dy and x rounded to bf16).
+    /// </summary>
     public void MatMulBackwardWeight(Tensor dy, Tensor x, Tensor dW, float alpha = 1f, bool accumulate = true)
     {
         Expect("matmul_backward_weight", "dy", dy, DType.F32);
@@ -40,6 +46,7 @@ public sealed unsafe partial class CudaBackend
         if (dy.Cols != m || x.Cols != k) throw new ShapeMismatchException($"matmul_backward_weight: dy {dy}, x {x}, dW {dW}");
         ExpectLength("matmul_backward_weight", "x", x, (long)n * k);
         if (m == 0 || k == 0) return;
+        if (TryTensorCoreBackwardWeight(dy, x, dW, n, m, k, alpha, accumulate)) return;
         // A(r, kk) = dy[kk, r] (sar = 1, sak = m), B(kk, c) = x[kk, c] (sbk = k, sbc = 1): inner dimension n
         Strided(dy, x, dW, m, k, n, 1, m, k, 1, alpha, accumulate);
     }

@@ -28,9 +28,10 @@ public sealed unsafe partial class CudaBackend
 
     /// <summary>
     /// Whether MatMul may round F32 activations to bf16 so that bf16 weights run on tensor cores (fp32 sums
-    /// either way). Default: on for a real device of compute capability 8.0 or newer; off on the emulator,
-    /// whose MatMul then matches the CPU backend's fp32 activations (the tensor-core kernel is checked there
-    /// directly, through <see cref="MatMulBf16"/> and with this set).
+    /// either way), and MatMulBackwardInput / MatMulBackwardWeight likewise dy and x (CudaBackend.GemmBackward.cs).
+    /// Default: on for a real device of compute capability 8.0 or newer; off on the emulator, whose MatMul then
+    /// matches the CPU backend's fp32 activations (the tensor-core kernels are checked there directly, through
+    /// <see cref="MatMulBf16"/> and with this set).
     /// </summary>
     public bool Bf16Activations
     {
@@ -116,18 +117,22 @@ public sealed unsafe partial class CudaBackend
 
     private void GemvLaunch(Tensor x, Tensor w, Tensor y, int n, int m, int k, float alpha, bool accumulate)
     {
-        int split = _gemvSplitK;
-        if (split == 0)
-        {
-            // enough blocks for two per multiprocessor, but K parts of at least 256 weights
-            split = 1;
-            while (split < 8 && (m * split + 7) / 8 < 2 * Driver.MultiprocessorCount && k / (split * 2) >= 256) split *= 2;
-        }
+        int split = GemvSplit(m, k);
         bool vec = k % 8 == 0 && x.Pointer % 16 == 0 && w.Pointer % 16 == 0;
         int rowsPerBlock = 8 / split;
         var a = new KernelArgs();
         a.Add(x); a.Add(w); a.Add(y); a.Add(n); a.Add(m); a.Add(k); a.Add(alpha); a.Add(accumulate ? 1 : 0); a.Add(split);
         Launch("gemv", vec ? "gemv_bf16" : "gemv_bf16_ragged", (m + rowsPerBlock - 1) / rowsPerBlock, 256, 0, ref a);
+    }
+
+    /// <summary>The GEMV's K split: <see cref="GemvSplitK"/>, or when 0 enough blocks for two per multiprocessor with K parts of at least 256 weights.</summary>
+    private int GemvSplit(int m, int k)
+    {
+        int split = _gemvSplitK;
+        if (split != 0) return split;
+        split = 1;
+        while (split < 8 && (m * split + 7) / 8 < 2 * Driver.MultiprocessorCount && k / (split * 2) >= 256) split *= 2;
+        return split;
     }
 
     /// <summary>

@@ -16,6 +16,7 @@ public sealed unsafe partial class CudaBackend
 {
     private List<RecordedLaunch>? _recording;
     private bool _capturing;
+    private int _capturedLaunches;
 
     /// <summary>True between <see cref="BeginCapture"/> and <see cref="EndCapture"/>.</summary>
     public bool IsCapturing => _capturing;
@@ -32,6 +33,7 @@ public sealed unsafe partial class CudaBackend
             CudaDriver.ThrowIfFailed(CudaApi.cuStreamBeginCapture(Stream, CudaApi.StreamCaptureModeThreadLocal));
         else
             _recording = new List<RecordedLaunch>();
+        _capturedLaunches = 0;
         _capturing = true;
     }
 
@@ -44,13 +46,13 @@ public sealed unsafe partial class CudaBackend
         {
             var launches = _recording;
             _recording = null;
-            return new CudaGraph(this, 0, launches);
+            return new CudaGraph(this, 0, launches.ToArray(), launches.Count);
         }
         CudaDriver.ThrowIfFailed(CudaApi.cuStreamEndCapture(Stream, out var graph));
         try
         {
             CudaDriver.ThrowIfFailed(CudaApi.cuGraphInstantiateWithFlags(out var exec, graph, 0));
-            return new CudaGraph(this, exec, null);
+            return new CudaGraph(this, exec, null, _capturedLaunches);
         }
         finally
         {
@@ -69,6 +71,28 @@ public sealed unsafe partial class CudaBackend
         Launch("decode", "positions_advance", (n + 255) / 256, 256, 0, ref a);
     }
 
+    /// <summary>
+    /// A fingerprint of the scratch buffers' addresses and sizes. A captured graph holds the scratch pointers of
+    /// its capture, so it may be replayed only while the fingerprint is unchanged (scratch grows by reallocation).
+    /// </summary>
+    internal ulong ScratchFingerprint()
+    {
+        ulong h = 0x9E3779B97F4A7C15UL;
+        foreach (var kv in _scratch)
+        {
+            h = Mix(h ^ (ulong)kv.Value.Pointer);
+            h = Mix(h ^ (ulong)kv.Value.Length);
+        }
+        return h;
+
+        static ulong Mix(ulong z)
+        {
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            return z ^ (z >> 31);
+        }
+    }
+
     internal void LaunchGraph(CudaGraph g)
     {
         NotCapturing("launching a graph");
@@ -78,8 +102,10 @@ public sealed unsafe partial class CudaBackend
             return;
         }
         var pointers = stackalloc void*[KernelArgs.Capacity];
-        foreach (var r in g.Recorded)
+        var recorded = g.Recorded;
+        for (int k = 0; k < recorded.Length; k++)
         {
+            ref readonly var r = ref recorded[k];
             var args = r.Args;
             for (int i = 0; i < args.Count; i++) pointers[i] = args.Values + i;
             Driver.Launch(r.Function, r.Grid, r.Block, r.Smem, Stream, pointers);
@@ -95,17 +121,19 @@ public sealed class CudaGraph : IDisposable
 {
     private readonly CudaBackend _backend;
     internal nint Exec { get; private set; }
-    internal IReadOnlyList<RecordedLaunch>? Recorded { get; }
+    /// <summary>The emulator's recording (an array, so that a replay walks it without an enumerator); null on a device.</summary>
+    internal RecordedLaunch[]? Recorded { get; }
 
-    internal CudaGraph(CudaBackend backend, nint exec, IReadOnlyList<RecordedLaunch>? recorded)
+    internal CudaGraph(CudaBackend backend, nint exec, RecordedLaunch[]? recorded, int launchCount)
     {
         _backend = backend;
         Exec = exec;
         Recorded = recorded;
+        LaunchCount = launchCount;
     }
 
-    /// <summary>Kernel launches in the graph (known on the emulator; -1 on a device).</summary>
-    public int LaunchCount => Recorded?.Count ?? -1;
+    /// <summary>Kernel launches in the graph (counted while it was captured, on a device as on the emulator).</summary>
+    public int LaunchCount { get; }
 
     public void Launch() => _backend.LaunchGraph(this);
 

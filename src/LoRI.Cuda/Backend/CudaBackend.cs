@@ -138,6 +138,7 @@ public sealed unsafe partial class CudaBackend : IBackend
             Driver.SetMaxDynamicSharedMemory(fn, smem);
             _dynamicSmemLimit[fn] = smem;
         }
+        if (_capturing) _capturedLaunches++;
         if (_recording is not null)
         {
             _recording.Add(new RecordedLaunch(fn, grid, block, smem, args));
@@ -288,11 +289,13 @@ public sealed unsafe partial class CudaBackend : IBackend
         ExpectLength("attention", "q", q, (long)n * heads * headDim);
         ExpectLength("attention", "y", y, (long)n * heads * headDim);
         if (n == 0) return;
+        if (TryTensorCoreAttention(q, kCache, vCache, slots, positions, heads, kvHeads, headDim, y, n)) return;
         if (TryFlashAttention(q, kCache, vCache, slots, positions, heads, kvHeads, headDim, y, n)) return;
         int s = kCache.Shape[0], t = kCache.Shape[1];
         var a = new KernelArgs();
         a.Add(q); a.Add(kCache); a.Add(vCache); a.Add(slots); a.Add(positions); a.Add(y);
         a.Add(heads); a.Add(kvHeads); a.Add(headDim); a.Add(s); a.Add(t); a.Add(1f / MathF.Sqrt(headDim));
+        LastAttentionKernel = "attention_forward";
         Launch("attention", "attention_forward", new Dim3((uint)n, (uint)heads), _blockSize, (t + headDim) * sizeof(float), ref a);
     }
 
@@ -432,6 +435,33 @@ public sealed unsafe partial class CudaBackend : IBackend
         var a = new KernelArgs();
         a.Add(logits); a.Add(v); a.Add(temperature); a.Add(topP); a.Add(uniforms); a.Add(ids);
         Launch("sampling", "sample_top_p", rows, _blockSize, 0, ref a);
+    }
+
+    /// <summary>The vocabulary size from which <see cref="SampleRows"/> runs 1024 threads per row instead of <see cref="BlockSize"/>.</summary>
+    public const int SampleRowsWideVocab = 16384;
+
+    /// <summary>
+    /// The generator's token choice per row on the device (native/kernels/sampling.cu, sample_rows): temperature,
+    /// then top-k (0 = off), then top-p, with the random number a hash of (seed, slots[r], positions[r] + 1), so a
+    /// captured step needs nothing from the host. logits F32 [R, V]; slots, positions and ids I32 [R].
+    /// </summary>
+    public void SampleRows(Tensor logits, float temperature, int topK, float topP, ulong seed, Tensor slots, Tensor positions, Tensor ids)
+    {
+        Expect("sample_rows", "logits", logits, DType.F32);
+        Expect("sample_rows", "slots", slots, DType.I32);
+        Expect("sample_rows", "positions", positions, DType.I32);
+        Expect("sample_rows", "ids", ids, DType.I32);
+        if (!(temperature > 0) || !float.IsFinite(temperature) || topK < 0 || !(topP > 0 && topP <= 1))
+            throw new ArgumentException($"sample_rows: temperature {temperature} must be > 0, top-k {topK} >= 0 and top-p {topP} in (0, 1]");
+        int v = logits.Cols, rows = RowsOf(logits, v);
+        ExpectLength("sample_rows", "slots", slots, rows);
+        ExpectLength("sample_rows", "positions", positions, rows);
+        ExpectLength("sample_rows", "ids", ids, rows);
+        if (rows == 0) return;
+        var a = new KernelArgs();
+        a.Add(logits); a.Add(v); a.Add(temperature); a.Add(topK); a.Add(topP); a.Add(seed); a.Add(slots); a.Add(positions); a.Add(ids);
+        // a row is read once per bisection step (up to ~60 with top-k and top-p): a large vocabulary gets the widest block
+        Launch("sampling", "sample_rows", rows, v >= SampleRowsWideVocab ? 1024 : _blockSize, 0, ref a);
     }
 
     public void Dispose()

@@ -28,7 +28,7 @@ public sealed class CudaGraphDecoder : IDisposable
 
     /// <summary>Steps run by replaying the captured graph (the others ran op by op).</summary>
     public int GraphReplays { get; private set; }
-    /// <summary>Kernel launches in the captured step (the emulator counts them; -1 on a device or before capture).</summary>
+    /// <summary>Kernel launches in the captured step (-1 before capture).</summary>
     public int LaunchesPerStep => _graph?.LaunchCount ?? -1;
 
     public CudaGraphDecoder(LlamaModel model, KvCache cache, int slot = 0)

@@ -35,10 +35,11 @@ public sealed record GpuBenchOptions(LlamaConfig Config, int GemmTokens, int Att
 
 /// <summary>
 /// The GPU benchmarks of the CUDA backend, written as one JSON object: GEMM TFLOP/s of the tensor-core kernel
-/// (and the tiled baseline, and cuBLAS when libcublas is present), flash attention TFLOP/s, decode tokens/s of a
+/// (and the tiled baseline, and cuBLAS when libcublas is present), flash attention TFLOP/s (fp32 SIMT and tensor cores), decode tokens/s of a
 /// randomly initialised model built on the device (bf16 weights, CUDA-graph decode) with its fraction of the
 /// memory-bandwidth bound, prefill tokens/s, and the overhead of an unmerged LoRI-S adapter over the plain
-/// weights (merged weights have the base model's shapes, hence its speed). Wall-clock times around
+/// weights (merged weights have the base model's shapes, hence its speed) for every way of folding it into the
+/// projection (CudaBackend.LinearLoraDecode / LinearLoraPrefill, and lora_apply_fused), in the model and per module. Wall-clock times around
 /// synchronised repeats, after a warm-up. Each GEMM is also checked against the tiled kernel.
 /// </summary>
 public static class GpuBench
@@ -57,6 +58,7 @@ public static class GpuBench
         double nominal = NominalBandwidth(be.Driver.DeviceName);
         if (nominal > 0) Num(w, "nominal_bandwidth_gb_s", nominal / 1e9);
         Gemm(be, o, w);
+        GemmBackward(be, o, w);
         Attention(be, o, w);
         Model(be, o, w, nominal > 0 ? nominal : bandwidth);
         Training(be, o, w);
@@ -151,6 +153,63 @@ public static class GpuBench
         w.WriteEndArray();
     }
 
+    /// <summary>
+    /// The training step's backward products at its token count (TrainBatch x TrainSeqLen) on the MLP shapes: dx = dy W
+    /// with a bf16 W and dW = dy^T x into F32, through MatMulBackwardInput / MatMulBackwardWeight with Bf16Activations on
+    /// (tensor cores; the bf16 casts of dy and x included in the time) and off (the fp32 SIMT kernel).
+    /// </summary>
+    private static void GemmBackward(CudaBackend be, GpuBenchOptions o, Utf8JsonWriter w)
+    {
+        var c = o.Config;
+        int n = o.TrainBatch * o.TrainSeqLen;
+        (string Name, int M, int K)[] shapes =
+        [
+            ("gate_proj/up_proj", c.IntermediateSize, c.HiddenSize),
+            ("down_proj", c.HiddenSize, c.IntermediateSize),
+        ];
+        bool was = be.Bf16Activations;
+        w.WriteStartArray("gemm_backward");
+        try
+        {
+            foreach (var (name, m, k) in shapes)
+            {
+                using var dy = be.Allocate(DType.F32, n, m);
+                using var x = be.Allocate(DType.F32, n, k);
+                using var wt = be.Allocate(DType.BF16, m, k);
+                using var dx = be.Allocate(DType.F32, n, k);
+                using var dxRef = be.Allocate(DType.F32, n, k);
+                using var dW = be.Allocate(DType.F32, m, k);
+                using var dWRef = be.Allocate(DType.F32, m, k);
+                be.RandomFill(dy, 6, 1f);
+                be.RandomFill(x, 7, 1f);
+                be.RandomFill(wt, 8, 0.05f);
+                double flops = 2.0 * n * m * k;
+                int simtRepeats = Math.Max(1, o.Repeats / 5);
+                be.Bf16Activations = true;
+                double tcIn = Seconds(be, o.Repeats, () => be.MatMulBackwardInput(dy, wt, dx));
+                double tcW = Seconds(be, o.Repeats, () => be.MatMulBackwardWeight(dy, x, dW, 1f, accumulate: false));
+                be.Bf16Activations = false;
+                double simtIn = Seconds(be, simtRepeats, () => be.MatMulBackwardInput(dy, wt, dxRef));
+                double simtW = Seconds(be, simtRepeats, () => be.MatMulBackwardWeight(dy, x, dWRef, 1f, accumulate: false));
+                w.WriteStartObject();
+                w.WriteString("name", name);
+                w.WriteString("shape", $"{n} x {m} x {k} (tokens x out x in): dx [{n}, {k}] = dy W (W bf16), dW [{m}, {k}] = dy^T x (f32)");
+                Num(w, "input_tensor_core_tflops", flops / tcIn / 1e12);
+                Num(w, "input_simt_tflops", flops / simtIn / 1e12);
+                Num(w, "weight_tensor_core_tflops", flops / tcW / 1e12);
+                Num(w, "weight_simt_tflops", flops / simtW / 1e12);
+                Num(w, "input_max_abs_diff_vs_simt", MaxAbsDiff(be, dx, dxRef));
+                Num(w, "weight_max_abs_diff_vs_simt", MaxAbsDiff(be, dW, dWRef));
+                w.WriteEndObject();
+            }
+        }
+        finally
+        {
+            be.Bf16Activations = was;
+        }
+        w.WriteEndArray();
+    }
+
     private static double MaxAbsDiff(CudaBackend be, Tensor a, Tensor b)
     {
         var x = new float[a.Length];
@@ -178,13 +237,39 @@ public static class GpuBench
         be.RandomFill(k, 4, 1f);
         be.RandomFill(v, 5, 1f);
         double flops = 4.0 * c.NumHeads * c.HeadDim * (s * (s + 1.0) / 2);  // causal: QK^T and PV over the lower triangle
-        double fwd = Seconds(be, o.Repeats, () => be.AttentionForwardWithLse(q, k, v, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, y, lse));
-        double bwd = Seconds(be, Math.Max(1, o.Repeats / 2), () => be.AttentionBackward(q, k, v, y, lse, y, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, dq, dk, dv));
-        w.WriteStartObject("attention");
-        w.WriteString("shape", $"1 x {s} tokens, causal, {c.NumHeads}/{c.NumKvHeads} heads x {c.HeadDim}, fp32");
-        Num(w, "forward_tflops", flops / fwd / 1e12);
-        Num(w, "backward_tflops", 2.5 * flops / bwd / 1e12);
-        w.WriteEndObject();
+        bool was = be.UseTensorCoreAttention;
+        try
+        {
+            // the fp32 SIMT kernels (the baseline), then the tensor-core ones on the same inputs
+            be.UseTensorCoreAttention = false;
+            double fwd = Seconds(be, o.Repeats, () => be.AttentionForwardWithLse(q, k, v, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, y, lse));
+            double bwd = Seconds(be, Math.Max(1, o.Repeats / 2), () => be.AttentionBackward(q, k, v, y, lse, y, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, dq, dk, dv));
+            w.WriteStartObject("attention");
+            w.WriteString("shape", $"1 x {s} tokens, causal, {c.NumHeads}/{c.NumKvHeads} heads x {c.HeadDim}, fp32 in memory");
+            Num(w, "forward_tflops", flops / fwd / 1e12);
+            Num(w, "backward_tflops", 2.5 * flops / bwd / 1e12);
+            if (CudaBackend.TensorCoreAttentionFits(c.HeadDim))
+            {
+                be.UseTensorCoreAttention = true;
+                using var yTc = be.Allocate(DType.F32, s, qd);
+                using var lseTc = be.Allocate(DType.F32, s, c.NumHeads);
+                double tcFwd = Seconds(be, o.Repeats, () => be.AttentionForwardWithLse(q, k, v, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, yTc, lseTc));
+                string kernel = be.LastAttentionKernel;
+                double tcBwd = Seconds(be, Math.Max(1, o.Repeats / 2), () => be.AttentionBackward(q, k, v, yTc, lseTc, yTc, 1, s, c.NumHeads, c.NumKvHeads, c.HeadDim, dq, dk, dv));
+                w.WriteString("tensor_core_kernel", kernel);
+                Num(w, "tensor_core_forward_tflops", flops / tcFwd / 1e12);
+                Num(w, "tensor_core_backward_tflops", 2.5 * flops / tcBwd / 1e12);
+                Num(w, "tensor_core_forward_speedup", fwd / tcFwd);
+                Num(w, "tensor_core_backward_speedup", bwd / tcBwd);
+                Num(w, "tensor_core_max_abs_diff_vs_simt", MaxAbsDiff(be, yTc, y));
+            }
+            else w.WriteString("tensor_core", $"head dim {c.HeadDim}: the tensor-core kernels take multiples of 16 up to {CudaBackend.TensorCoreAttentionMaxHeadDim}");
+            w.WriteEndObject();
+        }
+        finally
+        {
+            be.UseTensorCoreAttention = was;
+        }
     }
 
     /// <summary>Bytes one decode step must read: every weight once (the embedding: one row) and the KV cache so far.</summary>
@@ -228,12 +313,43 @@ public static class GpuBench
         {
             var (decodeA, prefillA, _) = TimeModel(be, model, cache, prompt, prefill, o);
             w.WriteStartObject("adapter_overhead");
-            w.WriteString("setup", $"LoRI-S rank {o.AdapterRank}, B sparsity {o.AdapterSparsity}, all 7 projections, unmerged (lora_apply per projection) against the plain weights (= merged weights' speed)");
+            w.WriteString("setup", $"LoRI-S rank {o.AdapterRank}, B sparsity {o.AdapterSparsity}, all 7 projections, unmerged (linear_lora per projection: decode {be.LinearLoraDecode}, prefill {be.LinearLoraPrefill}) against the plain weights (= merged weights' speed)");
             Num(w, "decode_tokens_per_s", 1 / decodeA);
             Num(w, "decode_overhead", decodeA / decodeS - 1);
             Num(w, "prefill_tokens_per_s", o.PrefillTokens / prefillA);
             Num(w, "prefill_overhead", prefillA / prefillS - 1);
-            // the one-launch decode variant (lora_apply_fused) at a few grid sizes
+            w.WriteString("linear_lora_decode", be.LinearLoraDecode.ToString());
+            w.WriteString("linear_lora_prefill", be.LinearLoraPrefill.ToString());
+            // every way of folding the adapter into the projection (linear_lora), the defaults' losers included
+            var (savedDecode, savedPrefill) = (be.LinearLoraDecode, be.LinearLoraPrefill);
+            w.WriteStartArray("decode_linear_lora_variants");
+            foreach (var variant in Enum.GetValues<LoraDecodeVariant>())
+            {
+                be.LinearLoraDecode = variant;
+                var (decodeV, _, _) = TimeModel(be, model, cache, prompt, prefill, o, timePrefill: false);
+                w.WriteStartObject();
+                w.WriteString("variant", variant.ToString());
+                Num(w, "decode_tokens_per_s", 1 / decodeV);
+                Num(w, "decode_overhead", decodeV / decodeS - 1);
+                w.WriteEndObject();
+            }
+            be.LinearLoraDecode = savedDecode;
+            w.WriteEndArray();
+            w.WriteStartArray("prefill_linear_lora_variants");
+            foreach (var variant in Enum.GetValues<LoraPrefillVariant>())
+            {
+                be.LinearLoraPrefill = variant;
+                double prefillV = PrefillSeconds(be, model, cache, prefill, o);
+                w.WriteStartObject();
+                w.WriteString("variant", variant.ToString());
+                Num(w, "prefill_tokens_per_s", o.PrefillTokens / prefillV);
+                Num(w, "prefill_overhead", prefillV / prefillS - 1);
+                w.WriteEndObject();
+            }
+            be.LinearLoraPrefill = savedPrefill;
+            w.WriteEndArray();
+            // the one-launch lora_apply (lora_apply_fused) at a few grid sizes, after the unfused GEMV
+            be.LinearLoraDecode = LoraDecodeVariant.Unfused;
             w.WriteStartArray("decode_fused_variants");
             foreach (int blocks in new[] { 8, 16, 32 })
             {
@@ -246,9 +362,75 @@ public static class GpuBench
                 w.WriteEndObject();
             }
             be.LoraFusedDecodeBlocks = 0;
+            be.LinearLoraDecode = savedDecode;
             w.WriteEndArray();
             w.WriteEndObject();
         }
+        LinearLora(be, o, w);
+    }
+
+    /// <summary>
+    /// linear_lora alone at the model's projection shapes: one module's time with a LoRI-S adapter (rank and sparsity of
+    /// the options, B dense and compact) over the plain product's, per variant, for 1 token (decode: launches and the
+    /// adapter's bytes) and for the prefill's token count (tensor cores: the shrink's and expand's extra passes).
+    /// </summary>
+    private static void LinearLora(CudaBackend be, GpuBenchOptions o, Utf8JsonWriter w)
+    {
+        var c = o.Config;
+        int r = o.AdapterRank;
+        (string Name, int M, int K)[] shapes =
+        [
+            ("q_proj/o_proj", c.NumHeads * c.HeadDim, c.HiddenSize),
+            ("gate_proj/up_proj", c.IntermediateSize, c.HiddenSize),
+            ("down_proj", c.HiddenSize, c.IntermediateSize),
+        ];
+        var rng = new Random(11);
+        w.WriteStartArray("linear_lora");
+        foreach (var (name, m, k) in shapes)
+        {
+            var a = new float[r * k];
+            for (int i = 0; i < a.Length; i++) a[i] = (float)((rng.NextDouble() * 2 - 1) / Math.Sqrt(k));
+            var b = new float[m * r];
+            for (int i = 0; i < b.Length; i++) b[i] = rng.NextDouble() < o.AdapterSparsity ? 0f : (float)(rng.NextDouble() - 0.5) * 0.02f;
+            using var wt = be.Allocate(DType.BF16, m, k);
+            be.RandomFill(wt, 21, 1f / MathF.Sqrt(k));
+            foreach (var form in new[] { LoraBForm.Dense, LoraBForm.Compact })
+            {
+                using var f = LoraFactors.Create(be, a, b, r, k, m, form);
+                LoraTerm[] terms = [new LoraTerm(f, 2f)];
+                foreach (int n in new[] { 1, o.PrefillTokens })
+                {
+                    using var x = be.Allocate(DType.F32, n, k);
+                    using var y = be.Allocate(DType.F32, n, m);
+                    be.RandomFill(x, 22, 1f);
+                    int repeats = n == 1 ? o.Repeats * 10 : o.Repeats;
+                    double plain = Seconds(be, repeats, () => be.MatMul(x, wt, y));
+                    w.WriteStartObject();
+                    w.WriteString("name", name);
+                    w.WriteString("shape", $"{n} x {m} x {k} (tokens x out x in), rank {r}, B {form} at sparsity {o.AdapterSparsity}");
+                    Num(w, "plain_us", plain * 1e6);
+                    w.WriteStartArray("variants");
+                    var saved = (be.LinearLoraDecode, be.LinearLoraPrefill);
+                    var variants = n <= CudaBackend.GemvMaxTokens
+                        ? Enum.GetValues<LoraDecodeVariant>().Select(v => (v.ToString(), (Action)(() => be.LinearLoraDecode = v)))
+                        : Enum.GetValues<LoraPrefillVariant>().Select(v => (v.ToString(), (Action)(() => be.LinearLoraPrefill = v)));
+                    foreach (var (variant, select) in variants)
+                    {
+                        select();
+                        double t = Seconds(be, repeats, () => be.LinearWithAdapters(x, wt, terms, y));
+                        w.WriteStartObject();
+                        w.WriteString("variant", variant);
+                        Num(w, "us", t * 1e6);
+                        Num(w, "overhead", t / plain - 1);
+                        w.WriteEndObject();
+                    }
+                    (be.LinearLoraDecode, be.LinearLoraPrefill) = saved;
+                    w.WriteEndArray();
+                    w.WriteEndObject();
+                }
+            }
+        }
+        w.WriteEndArray();
     }
 
     private static (double DecodeSeconds, double PrefillSeconds, int[] Tokens) TimeModel(CudaBackend be, LlamaModel model, KvCache cache,
@@ -263,12 +445,17 @@ public static class GpuBench
         be.Synchronize();
         double decode = sw.Elapsed.TotalSeconds / Math.Max(1, tokens.Length - 1);
         if (!timePrefill) return (decode, double.NaN, tokens);
+        return (decode, PrefillSeconds(be, model, cache, prefill, o), tokens);
+    }
+
+    /// <summary>Seconds of one forward over the prefill tokens (sequence slot 1), the last row's logits returned.</summary>
+    private static double PrefillSeconds(CudaBackend be, LlamaModel model, KvCache cache, int[] prefill, GpuBenchOptions o)
+    {
         var slots = new int[prefill.Length];
         Array.Fill(slots, 1);
         var positions = Enumerable.Range(0, prefill.Length).ToArray();
         var logits = new float[model.Config.VocabSize];
-        double pre = Seconds(be, Math.Max(1, o.Repeats / 5), () => model.Forward(prefill, slots, positions, [prefill.Length - 1], cache, logits));
-        return (decode, pre, tokens);
+        return Seconds(be, Math.Max(1, o.Repeats / 5), () => model.Forward(prefill, slots, positions, [prefill.Length - 1], cache, logits));
     }
 
     /// <summary>

@@ -66,21 +66,46 @@ public static class KernelChecks
         new("flash_attention_forward", c => Attention(c, flash: true, splits: 1, decode: false)),
         new("flash_attention_decode_split3", c => Attention(c, flash: true, splits: 3, decode: true)),
         new("flash_attention_decode_auto", c => Attention(c, flash: true, splits: 0, decode: true)),
-        new("flash_attention_train_forward", c => TrainAttentionForward(c, TrainAttentionShape(c))),
-        new("flash_attention_backward", c => TrainAttentionBackward(c, TrainAttentionShape(c))),
+        new("flash_attention_train_forward", c => Simt(c, () => TrainAttentionForward(c, TrainAttentionShape(c)))),
+        new("flash_attention_backward", c => Simt(c, () => TrainAttentionBackward(c, TrainAttentionShape(c)))),
         new("flash_attention_decode_hd128_group4", FlashDecodeLlamaHeads),
-        new("flash_attention_backward_hd256_group8", c => TrainAttentionBackward(c, (1, c.Pick(32, 33), 8, 1, 256))),
+        new("flash_attention_backward_hd256_group8", c => Simt(c, () => TrainAttentionBackward(c, (1, c.Pick(32, 33), 8, 1, 256)))),
+        new("flash_attention_tc_forward_hd64_group2", c => TensorCore(c, () => TcTrainForward(c, (2, c.Pick(128, 45), 4, 2, 64)))),
+        new("flash_attention_tc_forward_hd16_group4", c => TensorCore(c, () => TcTrainForward(c, (2, c.Pick(128, 77), 8, 2, 16)))),
+        new("flash_attention_tc_forward_hd128_group1", c => TensorCore(c, () => TcTrainForward(c, (1, c.Pick(128, 70), 2, 2, 128)))),
+        new("flash_attention_tc_forward_f32_inputs", c => TensorCore(c, () => TcTrainForward(c, (2, c.Pick(64, 50), 4, 2, c.Pick(64, 32)), bf16Inputs: false))),
+        new("flash_attention_tc_backward_hd64_group2", c => TensorCore(c, () => TcTrainBackward(c, (2, c.Pick(128, 45), 4, 2, 64)))),
+        new("flash_attention_tc_backward_hd16_group4", c => TensorCore(c, () => TcTrainBackward(c, (2, c.Pick(128, 77), 8, 2, 16)))),
+        new("flash_attention_tc_backward_hd128_group1", c => TensorCore(c, () => TcTrainBackward(c, (1, c.Pick(128, 70), 2, 2, 128)))),
+        new("flash_attention_tc_prefill_group2", c => TensorCore(c, () => TcPrefill(c, 4, c.Pick(64, 48)))),
+        new("flash_attention_tc_prefill_group4", c => TensorCore(c, () => TcPrefill(c, 8, c.Pick(128, 16)))),
         new("lora_apply_dense_decode", c => LoraApply(c, LoraBForm.Dense, decode: true)),
         new("lora_apply_dense_prefill", c => LoraApply(c, LoraBForm.Dense, decode: false)),
         new("lora_apply_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true)),
         new("lora_apply_compact_prefill", c => LoraApply(c, LoraBForm.Compact, decode: false)),
         new("lora_apply_fused_dense_decode", c => LoraApply(c, LoraBForm.Dense, decode: true, fusedBlocks: 3)),
         new("lora_apply_fused_compact_decode", c => LoraApply(c, LoraBForm.Compact, decode: true, fusedBlocks: 2)),
+        new("linear_lora_decode_shrink_rows_dense", c => LinearLora(c, LinearLoraPath.DecodeShrinkRows, [LoraBForm.Dense], [c.Pick(16, 13)])),
+        new("linear_lora_decode_shrink_rows_compact", c => LinearLora(c, LinearLoraPath.DecodeShrinkRows, [LoraBForm.Compact], [c.Pick(16, 13)])),
+        new("linear_lora_decode_gemv_epilogue_dense", c => LinearLora(c, LinearLoraPath.DecodeGemvEpilogue, [LoraBForm.Dense], [c.Pick(16, 13)])),
+        new("linear_lora_decode_gemv_epilogue_compact", c => LinearLora(c, LinearLoraPath.DecodeGemvEpilogue, [LoraBForm.Compact], [c.Pick(16, 13)])),
+        new("linear_lora_decode_three_adapters", c => LinearLora(c, LinearLoraPath.DecodeShrinkRows, [LoraBForm.Compact, LoraBForm.Dense, LoraBForm.Compact], [8, c.Pick(64, 61), 16])),
+        new("linear_lora_tc_shrink_rows_dense", c => LinearLora(c, LinearLoraPath.TensorCoreShrinkRows, [LoraBForm.Dense], [c.Pick(16, 13)])),
+        new("linear_lora_tc_shrink_rows_compact", c => LinearLora(c, LinearLoraPath.TensorCoreShrinkRows, [LoraBForm.Compact], [c.Pick(16, 13)])),
+        new("linear_lora_tc_kconcat_dense", c => LinearLora(c, LinearLoraPath.TensorCoreKConcat, [LoraBForm.Dense], [c.Pick(16, 13)])),
+        new("linear_lora_tc_kconcat_compact", c => LinearLora(c, LinearLoraPath.TensorCoreKConcat, [LoraBForm.Compact], [c.Pick(16, 13)])),
+        new("linear_lora_tc_two_adapters", c => LinearLora(c, LinearLoraPath.TensorCoreShrinkRows, [LoraBForm.Compact, LoraBForm.Dense], [c.Pick(64, 61), 8])),
         new("lora_grad_b_masked", LoraGradB),
         new("embedding_backward_repeated_ids", EmbeddingBackward),
         new("transpose_f32", Transpose),
         new("matmul_backward_input_bf16", c => MatMulBackward(c, DType.BF16, input: true)),
         new("matmul_backward_weight", c => MatMulBackward(c, DType.F32, input: false)),
+        new("matmul_tc_backward_input", c => MatMulBackwardTensorCore(c, true, (128, 160, 128), (37, 70, 45), 1f, false, exact: true)),
+        new("matmul_tc_backward_input_multistage_accumulate", c => MatMulBackwardTensorCore(c, true, (130, 256, 136), (150, 136, 200), -0.5f, true, exact: true)),
+        new("matmul_tc_backward_input_f32_staged", c => MatMulBackwardTensorCore(c, true, (64, 128, 64), (37, 70, 45), 1f, true, exact: false)),
+        new("matmul_tc_backward_weight", c => MatMulBackwardTensorCore(c, false, (160, 128, 128), (45, 70, 37), 1f, false, exact: true)),
+        new("matmul_tc_backward_weight_multistage_accumulate", c => MatMulBackwardTensorCore(c, false, (256, 136, 128), (171, 136, 200), 0.5f, true, exact: true)),
+        new("matmul_tc_backward_weight_f32_staged", c => MatMulBackwardTensorCore(c, false, (64, 128, 64), (45, 70, 37), 1f, true, exact: false)),
         new("lm_head_cross_entropy_f32", c => CrossEntropy(c, DType.F32)),
         new("lm_head_cross_entropy_bf16", c => CrossEntropy(c, DType.BF16)),
         new("adamw_step_masked_per_tensor_clip", c => AdamW(c, masked: true, globalNorm: false)),
@@ -88,6 +113,9 @@ public static class KernelChecks
         new("adamw_step_compact_live_entries", c => AdamW(c, masked: false, globalNorm: false, compact: true)),
         new("argmax_rows", Argmax),
         new("sample_top_p", SampleTopP),
+        new("sample_rows_top_k_top_p", c => SampleRows(c, topK: c.Pick(50, 37), topP: 0.9f)),
+        new("sample_rows_temperature", c => SampleRows(c, topK: 0, topP: 1f)),
+        new("sample_rows_wide_vocab", c => SampleRows(c, topK: 100, topP: 0.8f, wide: true)),
     ];
 
     /// <summary>
@@ -635,13 +663,57 @@ public static class KernelChecks
         c.Device.AttentionSplits = splits;
         try
         {
-            return AttentionRun(c, s, t, kvHeads, heads, hd, n);
+            return Simt(c, () => AttentionRun(c, s, t, kvHeads, heads, hd, n));
         }
         finally
         {
             c.Device.UseFlashAttention = wasFlash;
             c.Device.AttentionSplits = wasSplits;
         }
+    }
+
+    /// <summary>Runs a check of the fp32 SIMT attention kernels with the tensor-core ones switched off.</summary>
+    private static Comparison Simt(CheckContext c, Func<Comparison> run) => WithTensorCoreAttention(c, false, run);
+
+    /// <summary>Runs a check of the tensor-core attention kernels (switched on, whatever the device's default).</summary>
+    private static Comparison TensorCore(CheckContext c, Func<Comparison> run) => WithTensorCoreAttention(c, true, run);
+
+    private static Comparison WithTensorCoreAttention(CheckContext c, bool on, Func<Comparison> run)
+    {
+        bool was = c.Device.UseTensorCoreAttention;
+        c.Device.UseTensorCoreAttention = on;
+        try
+        {
+            var cmp = run();
+            // the timing runs later, under the device's default: pin the choice there too
+            var timed = c.Timed;
+            if (timed is not null)
+                c.Timed = () =>
+                {
+                    bool before = c.Device.UseTensorCoreAttention;
+                    c.Device.UseTensorCoreAttention = on;
+                    try
+                    {
+                        timed();
+                    }
+                    finally
+                    {
+                        c.Device.UseTensorCoreAttention = before;
+                    }
+                };
+            return cmp;
+        }
+        finally
+        {
+            c.Device.UseTensorCoreAttention = was;
+        }
+    }
+
+    /// <summary>Throws unless the device's last attention call ran the expected kernel (a shape that falls back would test nothing new).</summary>
+    private static void ExpectKernel(CheckContext c, string name)
+    {
+        if (c.Device.LastAttentionKernel != name)
+            throw new InvalidOperationException($"expected the kernel {name}, the backend ran {c.Device.LastAttentionKernel}");
     }
 
     private static Comparison AttentionRun(CheckContext c, int s, int t, int kvHeads, int heads, int hd, int n)
@@ -685,7 +757,7 @@ public static class KernelChecks
         c.Device.AttentionSplits = 2;
         try
         {
-            return AttentionRun(c, 2, t, 2, 8, 128, 2);
+            return Simt(c, () => AttentionRun(c, 2, t, 2, 8, 128, 2));
         }
         finally
         {
@@ -751,6 +823,152 @@ public static class KernelChecks
         return Tolerance.Compare(c.Get(tdq), rdq, 2e-5f, 1e-4f)
             .And(Tolerance.Compare(c.Get(tdk), rdk, 2e-5f, 1e-4f))
             .And(Tolerance.Compare(c.Get(tdv), rdv, 2e-5f, 1e-4f));
+    }
+
+    /// <summary>Random values in [-1, 1] that are bf16 numbers, so staging them in bf16 is exact (see Tolerance.Bf16AttentionForward).</summary>
+    private static float[] Bf16Values(CheckContext c, int n) => c.Random(n, 1f).Select(Bf16.Round).ToArray();
+
+    private static float MaxAbs(float[] a) => a.Length == 0 ? 0 : a.Max(MathF.Abs);
+
+    /// <summary>
+    /// The tensor-core training forward against CpuOps.AttentionForwardWithLse, on bf16-valued inputs, or on any
+    /// fp32 values (then the bound of staging them, Tolerance.Bf16AttentionForwardStaged, applies).
+    /// </summary>
+    private static Comparison TcTrainForward(CheckContext c, (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) shape, bool bf16Inputs = true)
+    {
+        var (b, t, heads, kvh, hd) = shape;
+        int n = b * t;
+        c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}, {(bf16Inputs ? "bf16-valued" : "fp32")} inputs, tensor cores");
+        var q = bf16Inputs ? Bf16Values(c, n * heads * hd) : c.Random(n * heads * hd, 1f);
+        var k = bf16Inputs ? Bf16Values(c, n * kvh * hd) : c.Random(n * kvh * hd, 1f);
+        var v = bf16Inputs ? Bf16Values(c, n * kvh * hd) : c.Random(n * kvh * hd, 1f);
+        var ry = new float[q.Length];
+        var rl = new float[n * heads];
+        CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, ry, rl);
+        var tq = c.Up(q, DType.F32, n, heads * hd);
+        var tk = c.Up(k, DType.F32, n, kvh * hd);
+        var tv = c.Up(v, DType.F32, n, kvh * hd);
+        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tl = c.Device.Allocate(DType.F32, n, heads);
+        c.Own(ty, tl);
+        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        ExpectKernel(c, $"flash_attention_tc_forward_d{hd}");
+        c.Timed = () => c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        // the log-sum-exp is fp32 on exact scores for bf16 inputs (unrounded P in the sum); staged scores move it by at most their own error
+        float ds = bf16Inputs ? 0 : Tolerance.Bf16StagedScoreError(MaxAbs(q), MaxAbs(k), hd);
+        float yTol = bf16Inputs ? Tolerance.Bf16AttentionForward(MaxAbs(v)) : Tolerance.Bf16AttentionForwardStaged(MaxAbs(v), ds);
+        return Tolerance.Compare(c.Get(ty), ry, yTol, 1e-4f).And(Tolerance.Compare(c.Get(tl), rl, ds + 1e-5f, 1e-5f));
+    }
+
+    /// <summary>
+    /// The tensor-core backward against CpuOps.AttentionBackward, on bf16-valued inputs, from the device's own
+    /// forward; the allowance (Tolerance.Bf16AttentionBackward) takes max |dy.v| and the largest column mass of P
+    /// from the reference in double precision.
+    /// </summary>
+    private static Comparison TcTrainBackward(CheckContext c, (int Batch, int SeqLen, int Heads, int KvHeads, int Hd) shape)
+    {
+        var (b, t, heads, kvh, hd) = shape;
+        int n = b * t, group = heads / kvh;
+        c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}, tensor cores");
+        var q = Bf16Values(c, n * heads * hd);
+        var k = Bf16Values(c, n * kvh * hd);
+        var v = Bf16Values(c, n * kvh * hd);
+        var dyv = Bf16Values(c, n * heads * hd);
+        var ry = new float[q.Length];
+        var rl = new float[n * heads];
+        CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, ry, rl);
+        var rdq = new float[q.Length];
+        var rdk = new float[k.Length];
+        var rdv = new float[v.Length];
+        CpuOps.AttentionBackward(q, k, v, rl, dyv, b, t, heads, kvh, hd, rdq, rdk, rdv);
+
+        double scale = 1 / Math.Sqrt(hd), maxDp = 0;
+        var mass = new double[n * kvh];
+        for (int s = 0; s < b; s++)
+            for (int h = 0; h < heads; h++)
+                for (int i = 0; i < t; i++)
+                {
+                    long qi = ((long)(s * t + i) * heads + h) * hd;
+                    for (int j = 0; j <= i; j++)
+                    {
+                        long kj = ((long)(s * t + j) * kvh + h / group) * hd;
+                        double dot = 0, dp = 0;
+                        for (int d = 0; d < hd; d++)
+                        {
+                            dot += (double)q[qi + d] * k[kj + d];
+                            dp += (double)dyv[qi + d] * v[kj + d];
+                        }
+                        mass[(s * t + j) * kvh + h / group] += Math.Exp(dot * scale - rl[(s * t + i) * heads + h]);
+                        maxDp = Math.Max(maxDp, Math.Abs(dp));
+                    }
+                }
+        var tol = Tolerance.Bf16AttentionBackward((float)scale, (float)maxDp, (float)mass.Max(), MaxAbs(q), MaxAbs(k), MaxAbs(dyv));
+
+        var tq = c.Up(q, DType.F32, n, heads * hd);
+        var tk = c.Up(k, DType.F32, n, kvh * hd);
+        var tv = c.Up(v, DType.F32, n, kvh * hd);
+        var tdy = c.Up(dyv, DType.F32, n, heads * hd);
+        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tl = c.Device.Allocate(DType.F32, n, heads);
+        var tdq = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tdk = c.Device.Allocate(DType.F32, n, kvh * hd);
+        var tdv = c.Device.Allocate(DType.F32, n, kvh * hd);
+        c.Own(ty, tl, tdq, tdk, tdv);
+        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv);
+        ExpectKernel(c, $"flash_attention_tc_backward_dkdv_d{hd}");
+        c.Timed = () => c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv);
+        return Tolerance.Compare(c.Get(tdq), rdq, tol.Dq, 1e-4f)
+            .And(Tolerance.Compare(c.Get(tdk), rdk, tol.Dk, 1e-4f))
+            .And(Tolerance.Compare(c.Get(tdv), rdv, tol.Dv, 1e-4f));
+    }
+
+    /// <summary>
+    /// IBackend.Attention on tensor cores (a prefill: many tokens at once) against the CPU backend: a chunk of
+    /// consecutive positions of slot 1 ending at the cache's last position, then a few tokens at random slots and
+    /// positions (so a block of 64 rows walks two slots). bf16-valued q and cache. Then once more with the last
+    /// token's slot out of range: that row must be NaN and the others unchanged.
+    /// </summary>
+    private static Comparison TcPrefill(CheckContext c, int heads, int hd)
+    {
+        int s = 2, t = c.Pick(128, 100), kvHeads = 2, n = c.Pick(64, 37), chunk = n - 5;
+        c.Note($"{n} tokens ({chunk} consecutive, 5 scattered), {heads}/{kvHeads} heads of {hd}, cache [{s}, {t}], tensor cores");
+        var kv = Bf16Values(c, s * t * kvHeads * hd);
+        var vv = Bf16Values(c, s * t * kvHeads * hd);
+        var (dk, ck) = c.Both(kv, DType.F32, s, t, kvHeads * hd);
+        var (dv, cv) = c.Both(vv, DType.F32, s, t, kvHeads * hd);
+        var (dq, cq) = c.Both(Bf16Values(c, n * heads * hd), DType.F32, n, heads * hd);
+        var slots = new int[n];
+        var pos = new int[n];
+        for (int i = 0; i < n; i++)
+        {
+            bool inChunk = i < chunk;
+            slots[i] = inChunk ? 1 : c.Rng.Next(s);
+            pos[i] = inChunk ? t - chunk + i : c.Rng.Next(t);
+        }
+        var (dsl, csl) = c.BothInts(slots, n);
+        var (dp, cp) = c.BothInts(pos, n);
+        var dy = c.Device.Allocate(DType.F32, n, heads * hd);
+        var cy = c.Cpu.Allocate(DType.F32, n, heads * hd);
+        c.Own(dy, cy);
+        c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
+        ExpectKernel(c, $"flash_attention_tc_forward_d{hd}");
+        c.Cpu.Attention(cq, ck, cv, csl, cp, heads, kvHeads, hd, cy);
+        var cmp = c.Compare(dy, cy, Tolerance.Bf16AttentionForward(MaxAbs(vv)), 1e-4f);
+        // a token whose slot is out of range gets a NaN row (the CPU backend throws instead); the others are unchanged
+        var good = c.Get(dy);
+        var bad = (int[])slots.Clone();
+        bad[^1] = s;
+        c.Device.Upload<int>(bad, dsl);
+        c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
+        var got = c.Get(dy);
+        int width = heads * hd;
+        for (int e = 0; e < got.Length; e++)
+            if (e >= (n - 1) * width ? !float.IsNaN(got[e]) : got[e] != good[e])
+                throw new InvalidOperationException($"slot {s} (out of range) for the last token: element {e} is {got[e]}, expected {(e >= (n - 1) * width ? "NaN" : good[e])}");
+        c.Device.Upload<int>(slots, dsl);
+        c.Timed = () => c.Device.Attention(dq, dk, dv, dsl, dp, heads, kvHeads, hd, dy);
+        return cmp;
     }
 
     /// <summary>
@@ -892,6 +1110,111 @@ public static class KernelChecks
         return cmp;
     }
 
+    /// <summary>Which path of CudaBackend.LinearWithAdapters a check (or test) drives.</summary>
+    public enum LinearLoraPath { DecodeShrinkRows, DecodeGemvEpilogue, DecodeUnfused, TensorCoreShrinkRows, TensorCoreKConcat, TensorCoreUnfused }
+
+    /// <summary>
+    /// linear_lora (y = x W^T + sum_i s_i B_i (A_i x), bf16 W) against the CPU backend's MatMul + lora_apply, one adapter per
+    /// entry of <paramref name="forms"/> / <paramref name="ranks"/>, B ~90% zeros (LoRI-S) in both forms.
+    /// Decode paths (3 tokens ragged, 4 aligned): fp32 throughout, so the CPU's ops are the reference as they are.
+    /// Tensor-core paths (bf16 activations): x, A and B hold bf16 values, so only each adapter's u = bf16(s x A^T) is
+    /// rounded on the device; the reference rounds its own u the same way (from a double-precision sum), and the
+    /// tolerance allows a one-ulp difference in u (2^-7 |u| |B|) per adapter where the fp32 and double sums fall on
+    /// both sides of a rounding boundary. Aligned shapes are tile multiples where the kernels tile (K, rank % 8);
+    /// ragged ones are not.
+    /// </summary>
+    public static Comparison LinearLora(CheckContext c, LinearLoraPath path, LoraBForm[] forms, int[] ranks)
+    {
+        bool decode = path is LinearLoraPath.DecodeShrinkRows or LinearLoraPath.DecodeGemvEpilogue or LinearLoraPath.DecodeUnfused;
+        int n = decode ? c.Pick(4, 3) : c.Pick(128, 37);
+        int inDim = decode ? c.Pick(256, 315) : c.Pick(128, 101);
+        int outDim = decode ? c.Pick(128, 70) : c.Pick(128, 70);
+        var scales = new[] { 0.75f, -1.5f, 0.5f, 2f };
+        c.Note($"x [{n}, {inDim}], W [{outDim}, {inDim}] bf16, {path}, adapters {string.Join(", ", forms.Select((f, i) => $"rank {ranks[i]} {f} scale {scales[i % 4]}"))}");
+        // bf16-representable inputs, so the device's conversions of x, A and B are exact
+        var xv = c.Random(n * inDim, 1f).Select(Bf16.Round).ToArray();
+        var (dx, cx) = c.Both(xv, DType.F32, n, inDim);
+        var (dw, cw) = c.Both(c.Random(outDim * inDim, 1f), DType.BF16, outDim, inDim);
+        var terms = new LoraTerm[forms.Length];
+        var cterms = new LoraTerm[forms.Length];
+        var factors = new List<(float[] A, float[] B)>();
+        for (int i = 0; i < forms.Length; i++)
+        {
+            int r = ranks[i];
+            var a = c.Random(r * inDim, 1f).Select(Bf16.Round).ToArray();
+            var b = c.Random(outDim * r, 1f).Select(Bf16.Round).ToArray();
+            var drop = c.Ints(b.Length, 10);
+            for (int e = 0; e < b.Length; e++)
+                if (drop[e] != 0) b[e] = 0;
+            factors.Add((a, b));
+            terms[i] = new LoraTerm(c.Keep(LoraFactors.Create(c.Device, a, b, r, inDim, outDim, forms[i])), scales[i % 4]);
+            cterms[i] = new LoraTerm(c.Keep(LoraFactors.Create(c.Cpu, a, b, r, inDim, outDim, forms[i])), scales[i % 4]);
+        }
+        var dy = c.Up(c.Random(n * outDim, 1f), DType.F32, n, outDim);  // garbage: the op writes y
+        var cy = c.Cpu.Allocate(DType.F32, n, outDim);
+        c.Own(cy);
+        c.Cpu.MatMul(cx, cw, cy);
+        bool tensorCore = !decode && path != LinearLoraPath.TensorCoreUnfused;
+        float uFlip = 0;
+        if (tensorCore)
+        {
+            // every adapter through a rounded u, as the device does it
+            for (int i = 0; i < forms.Length; i++)
+            {
+                var (a, b) = factors[i];
+                int r = ranks[i];
+                var u = new float[n * r];
+                float maxU = 0, maxB = b.Max(MathF.Abs);
+                for (int q = 0; q < n; q++)
+                    for (int j = 0; j < r; j++)
+                    {
+                        double acc = 0;
+                        for (int k = 0; k < inDim; k++) acc += (double)xv[q * inDim + k] * a[j * inDim + k];
+                        u[q * r + j] = Bf16.Round((float)(scales[i % 4] * acc));
+                        maxU = Math.Max(maxU, MathF.Abs(u[q * r + j]));
+                    }
+                var cu = c.UpCpu(u, DType.F32, n, r);
+                var cb = c.UpCpu(b, DType.F32, outDim, r);
+                c.Cpu.MatMul(cu, cb, cy, 1f, accumulate: true);
+                uFlip += 2 * MathF.Pow(2, -8) * maxU * maxB;
+            }
+        }
+        else
+            for (int i = 0; i < forms.Length; i++) ((IAdapterOps)c.Cpu).LoraApply(cx, cterms[i].Factors, cterms[i].Scale, cy);
+
+        var device = c.Device;
+        var decodeVariant = path switch
+        {
+            LinearLoraPath.DecodeGemvEpilogue => LoraDecodeVariant.GemvEpilogue,
+            LinearLoraPath.DecodeUnfused => LoraDecodeVariant.Unfused,
+            _ => LoraDecodeVariant.ShrinkRows,
+        };
+        var prefillVariant = path switch
+        {
+            LinearLoraPath.TensorCoreKConcat => LoraPrefillVariant.KConcat,
+            LinearLoraPath.TensorCoreUnfused => LoraPrefillVariant.Unfused,
+            _ => LoraPrefillVariant.ShrinkRows,
+        };
+        void Run()
+        {
+            var saved = (device.LinearLoraDecode, device.LinearLoraPrefill, device.Bf16Activations);
+            try
+            {
+                (device.LinearLoraDecode, device.LinearLoraPrefill, device.Bf16Activations) = (decodeVariant, prefillVariant, !decode);
+                device.LinearWithAdapters(dx, dw, terms, dy);
+            }
+            finally
+            {
+                (device.LinearLoraDecode, device.LinearLoraPrefill, device.Bf16Activations) = saved;
+            }
+        }
+        Run();
+        int maxRank = ranks.Max();
+        var cmp = c.Compare(dy, cy, 2e-5f * MathF.Sqrt(inDim + maxRank) * forms.Length + uFlip, 1e-5f);
+        c.Timed = Run;
+        return cmp;
+    }
+
     private static Comparison LoraGradB(CheckContext c)
     {
         int n = c.Pick(32, 37), outDim = c.Pick(64, 70), rank = c.Pick(16, 13);
@@ -966,18 +1289,87 @@ public static class KernelChecks
             }
         var tdy = c.Up(dyv, DType.F32, n, m);
         var ty = c.Up(y0, DType.F32, rows, k);
-        if (input)
+        // the fp32 SIMT kernel (the tensor-core path, which rounds dy and x to bf16, has its own checks)
+        bool was = c.Device.Bf16Activations;
+        c.Device.Bf16Activations = false;
+        try
         {
-            var tw = c.Up(other, wtype, m, k);
-            c.Device.MatMulBackwardInput(tdy, tw, ty, 1f, accumulate: true);
+            if (input)
+            {
+                var tw = c.Up(other, wtype, m, k);
+                c.Device.MatMulBackwardInput(tdy, tw, ty, 1f, accumulate: true);
+            }
+            else
+            {
+                var tx = c.Up(other, DType.F32, n, k);
+                c.Device.MatMulBackwardWeight(tdy, tx, ty, 1f, accumulate: true);
+            }
         }
-        else
+        finally
         {
-            var tx = c.Up(other, DType.F32, n, k);
-            c.Device.MatMulBackwardWeight(tdy, tx, ty, 1f, accumulate: true);
+            c.Device.Bf16Activations = was;
         }
         c.Timed = null;
         return Tolerance.Compare(c.Get(ty), ToFloat(expected), 2e-5f * MathF.Sqrt(input ? m : n), 1e-5f);
+    }
+
+    /// <summary>
+    /// The tensor-core backward products as MatMulBackwardInput / MatMulBackwardWeight choose them (Bf16Activations on:
+    /// dy, and for dW x, cast to bf16 into scratch; the cp.async or the register-staged kernel by shape) against the CPU
+    /// backend's ITrainingOps on F32 copies. exact: the F32 inputs hold bf16 values, so staging rounds nothing and only
+    /// the order of the fp32 sums differs; otherwise any F32 values, within Tolerance.Bf16StagedSumFactor of
+    /// |alpha| sum_i |A(r, i) B(i, c)| (+ |the accumulated output|) per element.
+    /// </summary>
+    private static Comparison MatMulBackwardTensorCore(CheckContext c, bool input, (int N, int M, int K) aligned, (int N, int M, int K) ragged,
+                                                       float alpha, bool accumulate, bool exact)
+    {
+        var (n, m, k) = c.Ragged ? ragged : aligned;
+        int rows = input ? n : m, inner = input ? m : n;
+        c.Note((input ? $"dy [{n}, {m}] x W [{m}, {k}] bf16 -> dx" : $"dy [{n}, {m}]^T x x [{n}, {k}] -> dW") +
+               $", alpha {alpha}{(accumulate ? ", accumulate" : "")}, {(exact ? "bf16-valued" : "any")} F32 inputs, " +
+               $"{(m % 8 == 0 && k % 8 == 0 ? "cp.async" : "register-staged")} tiles");
+        var dyv = c.Random(n * m, 1f);
+        var other = c.Random(input ? m * k : n * k, 1f);
+        if (exact || input) other = other.Select(Bf16.Round).ToArray();   // W is bf16 as stored
+        if (exact) dyv = dyv.Select(Bf16.Round).ToArray();
+        var y0 = accumulate ? c.Random(rows * k, 1f) : new float[rows * k];
+        var tdy = c.Up(dyv, DType.F32, n, m);
+        var tb = c.Up(other, input ? DType.BF16 : DType.F32, input ? m : n, k);
+        var ty = c.Up(y0, DType.F32, rows, k);
+        var cdy = c.UpCpu(dyv, DType.F32, n, m);
+        var cb = c.UpCpu(other, DType.F32, input ? m : n, k);
+        var cy = c.UpCpu(y0, DType.F32, rows, k);
+        void Run()
+        {
+            bool was = c.Device.Bf16Activations;
+            c.Device.Bf16Activations = true;
+            try
+            {
+                if (input) c.Device.MatMulBackwardInput(tdy, tb, ty, alpha, accumulate);
+                else c.Device.MatMulBackwardWeight(tdy, tb, ty, alpha, accumulate);
+            }
+            finally
+            {
+                c.Device.Bf16Activations = was;
+            }
+        }
+        Run();
+        var ops = (ITrainingOps)c.Cpu;
+        if (input) ops.MatMulBackwardInput(cdy, cb, cy, alpha, accumulate);
+        else ops.MatMulBackwardWeight(cdy, cb, cy, alpha, accumulate);
+        c.Timed = Run;
+        if (exact) return c.Compare(ty, cy, 2e-5f * MathF.Sqrt(inner), 1e-5f);
+        double f = Tolerance.Bf16StagedSumFactor(inner, input ? 1 : 2);
+        var allowed = new double[rows * k];
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < k; j++)
+            {
+                double mag = 0;
+                if (input) for (int i = 0; i < m; i++) mag += Math.Abs((double)dyv[r * m + i] * other[i * k + j]);
+                else for (int i = 0; i < n; i++) mag += Math.Abs((double)dyv[i * m + r] * other[i * k + j]);
+                allowed[r * k + j] = f * (Math.Abs(alpha) * mag + Math.Abs(y0[r * k + j]));
+            }
+        return Tolerance.Compare(c.Get(ty), c.Get(cy), allowed, 2e-7f);
     }
 
     /// <summary>The chunked lm_head cross-entropy (loss, dh, dW, the weighted total) against CpuOps.LmHeadCrossEntropy.</summary>
@@ -1090,6 +1482,80 @@ public static class KernelChecks
         return Tolerance.CompareExact(c.GetInts(ids), expected);
     }
 
+    /// <summary>
+    /// sample_rows against a double-precision twin of its rule (temperature, top-k with ties kept, top-p over the
+    /// top-k mass with ties kept, then the first token whose running sum passes u * nucleus mass) and of its random
+    /// number, the hash of (seed, slot, position + 1).
+    /// </summary>
+    private static Comparison SampleRows(CheckContext c, int topK, float topP, bool wide = false)
+    {
+        // wide: a vocabulary past CudaBackend.SampleRowsWideVocab, where the kernel runs 1024 threads per row
+        int rows = wide ? c.Pick(3, 2) : c.Pick(8, 6);
+        int v = wide ? c.Pick(32768, CudaBackend.SampleRowsWideVocab + 3627) : c.Pick(2048, 999);
+        const float temperature = 0.8f;
+        const ulong seed = 0x5EED1234UL;
+        c.Note($"[{rows}, {v}], temperature {temperature}, top-k {topK}, top-p {topP}");
+        var x = c.Random(rows * v, 6f);
+        var slots = new int[rows];
+        var positions = new int[rows];
+        var expected = new int[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            slots[r] = r % 3;
+            positions[r] = 7 * r + 1;
+            var row = x.AsSpan(r * v, v);
+            float mx = float.NegativeInfinity;
+            foreach (var l in row) mx = Math.Max(mx, l);
+            var p = new double[v];
+            for (int j = 0; j < v; j++) p[j] = Math.Exp((row[j] - mx) / (double)temperature);
+            var sorted = p.OrderByDescending(q => q).ToArray();
+            double tau = topK > 0 && topK < v ? sorted[topK - 1] : 0;
+            double kept = p.Where(q => q >= tau).Sum();
+            if (topP < 1)
+            {
+                double run = 0;
+                foreach (var q in sorted)
+                {
+                    run += q;
+                    tau = q;
+                    if (run >= topP * kept) break;
+                }
+            }
+            double mass = p.Where(q => q >= tau).Sum(), goal = SampleUniform(seed, slots[r], positions[r] + 1) * mass, acc = 0;
+            expected[r] = -1;
+            for (int j = 0; j < v && expected[r] < 0; j++)
+            {
+                if (p[j] < tau) continue;
+                acc += p[j];
+                if (acc > goal) expected[r] = j;
+            }
+        }
+        var tx = c.Up(x, DType.F32, rows, v);
+        var ts = c.Device.Allocate(DType.I32, rows);
+        var tp = c.Device.Allocate(DType.I32, rows);
+        var ids = c.Device.Allocate(DType.I32, rows);
+        c.Own(ts, tp, ids);
+        c.Device.Upload<int>(slots, ts);
+        c.Device.Upload<int>(positions, tp);
+        c.Device.SampleRows(tx, temperature, topK, topP, seed, ts, tp, ids);
+        c.Timed = () => c.Device.SampleRows(tx, temperature, topK, topP, seed, ts, tp, ids);
+        return Tolerance.CompareExact(c.GetInts(ids), expected);
+    }
+
+    /// <summary>The random number of sample_rows (native/kernels/sampling.cu, sr_uniform): 24 bits of a splitmix64 hash.</summary>
+    public static float SampleUniform(ulong seed, int slot, int position)
+    {
+        static ulong Mix(ulong z)
+        {
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            return z ^ (z >> 31);
+        }
+        ulong h = Mix(seed + 0x9E3779B97F4A7C15UL * (uint)(slot + 1));
+        h = Mix(h + 0xD1B54A32D192ED03UL * (uint)(position + 1));
+        return (h >> 40) * (1f / 16777216f);
+    }
+
     // ---- helpers ------------------------------------------------------------------------------------
 
     private static float Round(float v, DType t) => t switch
@@ -1106,6 +1572,7 @@ public static class KernelChecks
 public sealed class CheckContext : IDisposable
 {
     private readonly List<Tensor> _owned = new();
+    private readonly List<IDisposable> _kept = new();
     public CudaBackend Device { get; }
     public IBackend Cpu { get; }
     public bool Ragged { get; }
@@ -1126,6 +1593,13 @@ public sealed class CheckContext : IDisposable
     public int Pick(int aligned, int ragged) => Ragged ? ragged : aligned;
     public void Note(string shapes) => ShapeNote = shapes;
     public void Own(params Tensor[] ts) => _owned.AddRange(ts);
+
+    /// <summary>Disposes <paramref name="d"/> (e.g. LoRA factors) with the context, before its tensors.</summary>
+    public T Keep<T>(T d) where T : IDisposable
+    {
+        _kept.Add(d);
+        return d;
+    }
 
     public float[] Random(int n, float scale)
     {
@@ -1223,6 +1697,8 @@ public sealed class CheckContext : IDisposable
 
     public void Dispose()
     {
+        foreach (var d in _kept) d.Dispose();
+        _kept.Clear();
         foreach (var t in _owned) t.Dispose();
         _owned.Clear();
         // the backend's scratch (GEMM staging, attention partials, adapter and cross-entropy buffers) as well:

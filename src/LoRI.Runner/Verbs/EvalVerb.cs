@@ -11,7 +11,7 @@ public static class EvalVerb
     public static readonly Verb Verb = new("eval", "evaluate a model (and adapters) on a JSONL set: choice, gsm8k, exact or perplexity",
         "eval --model DIR " + Session.AdapterUsage + " --data FILE --metric choice|gsm8k|exact|perplexity [--task NAME] " +
         "[--template auto|alpaca|alpaca-nlu-test-reference|gsm8k|chat|raw] [--max-new-tokens 512] [--batch-size 8] [--limit N] " +
-        "[--bos] [--max-length 512] [--report FILE] [--json] " + Session.DeviceUsage, Run);
+        "[--bos] [--max-length 512] [--decode device|host] [--report FILE] [--json] " + Session.DeviceUsage, Run);
 
     private static int Run(Args a)
     {
@@ -31,6 +31,7 @@ public static class EvalVerb
         int maxNew = a.GetInt("max-new-tokens", 512), batch = a.GetInt("batch-size", 8), limit = a.GetInt("limit", 0);
         int maxLen = a.GetInt("max-length", 512);
         bool bos = a.Flag("bos"), json = a.Flag("json");
+        bool deviceDecode = GenerateVerb.ParseDecode(a.Get("decode"));
         var reportPath = a.Get("report");
         using var s = Session.Open(a, maxTokensPerForward: 512);
         a.EnsureAllUsed();
@@ -60,7 +61,8 @@ public static class EvalVerb
         {
             int? bosId = bos ? s.Model.Config.BosTokenId ?? s.Tokenizer.BosId : null;
             report = Evaluator.Generate(s.Model, records, metric, template, t => s.Tokenizer.Encode(t, addBos: false, parseSpecial: true),
-                ids => s.Tokenizer.Decode(ids, skipSpecial: true), s.EosIds, maxNew, batch, labels, bosId);
+                ids => s.Tokenizer.Decode(ids, skipSpecial: true), s.EosIds, deviceDecode, maxNew, batch, labels, bosId);
+            if (Program.Verbose && report.Decode is { } d) Console.Error.WriteLine($"{d} on {s.Device}");
         }
         if (reportPath is not null)
         {

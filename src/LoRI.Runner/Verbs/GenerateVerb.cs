@@ -8,7 +8,7 @@ public static class GenerateVerb
 {
     public static readonly Verb Verb = new("generate", "generate text from one or several prompts",
         "generate --model DIR --prompt TEXT [--prompt TEXT ...] [--chat] [--system TEXT] [--no-bos] [--max-new-tokens N] " +
-        "[--temperature T] [--top-p P] [--top-k K] [--seed S] [--stop TEXT ...] [--json] " + Session.AdapterUsage + " " + Session.DeviceUsage, Run);
+        "[--temperature T] [--top-p P] [--top-k K] [--seed S] [--stop TEXT ...] [--decode device|host] [--json] " + Session.AdapterUsage + " " + Session.DeviceUsage, Run);
 
     private static int Run(Args a)
     {
@@ -28,6 +28,7 @@ public static class GenerateVerb
         try { sampling.Validate(); } catch (ArgumentException e) { throw new UsageException(e.Message); }
         int maxNew = a.GetInt("max-new-tokens", 128);
         if (maxNew < 1) throw new UsageException("--max-new-tokens must be at least 1");
+        bool deviceDecode = ParseDecode(a.Get("decode"));
 
         using var s = Session.Open(a);
         a.EnsureAllUsed();
@@ -41,7 +42,10 @@ public static class GenerateVerb
             return tok.Encode(ChatTemplate.Llama3(messages, addGenerationPrompt: true));
         }).ToArray();
         int longest = ids.Max(x => x.Length);
-        using var gen = new Generator(s.Model, ids.Length, Math.Min(s.Model.Config.MaxPositionEmbeddings, longest + maxNew));
+        using var gen = new Generator(s.Model, ids.Length, Math.Min(s.Model.Config.MaxPositionEmbeddings, longest + maxNew))
+        {
+            UseDeviceDecoder = deviceDecode,
+        };
 
         // Per sequence: a streaming decoder and the text so far, so stop strings end generation the moment they appear.
         var decoders = ids.Select(_ => tok.CreateStreamDecoder(skipSpecial: true)).ToArray();
@@ -76,6 +80,8 @@ public static class GenerateVerb
                 if (stream) stdout.Write(tail);
             }
         if (stream) stdout.WriteLine();
+        var stats = gen.LastStats;
+        if (Program.Verbose) Console.Error.WriteLine($"{stats} on {s.Device}");
 
         if (json)
         {
@@ -101,6 +107,7 @@ public static class GenerateVerb
                 int generated = results.Sum(r => r.Tokens.Length);
                 w.WriteNumber("generated_tokens", generated);
                 w.WriteNumber("decode_tokens_per_s", results[0].DecodeSeconds > 0 ? Math.Max(0, generated - results.Length) / results[0].DecodeSeconds : 0);
+                WriteDecodeStats(w, stats);
                 w.WriteEndObject();
             });
         }
@@ -113,6 +120,24 @@ public static class GenerateVerb
             }
         }
         return 0;
+    }
+
+    /// <summary>--decode: "device" (the default: on-device decoding where the backend has it) or "host".</summary>
+    internal static bool ParseDecode(string? value) => value switch
+    {
+        null or "device" => true,
+        "host" => false,
+        _ => throw new UsageException($"--decode: expected device or host, found '{value}'"),
+    };
+
+    /// <summary>The decode path and its counters, as fields of the current JSON object.</summary>
+    internal static void WriteDecodeStats(System.Text.Json.Utf8JsonWriter w, DecodeStats stats)
+    {
+        w.WriteString("decode_path", stats.Path);
+        w.WriteNumber("decode_steps", stats.Steps);
+        w.WriteNumber("graph_replays", stats.GraphReplays);
+        w.WriteNumber("graph_captures", stats.GraphCaptures);
+        w.WriteNumber("launches_per_step", stats.LaunchesPerStep);
     }
 
     private static int MaxLength(IReadOnlyList<string> stops) => stops.Count == 0 ? 0 : stops.Max(x => x.Length);

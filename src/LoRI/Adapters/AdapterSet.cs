@@ -16,7 +16,7 @@ namespace LoRI.Adapters;
 /// Detach (or Dispose) leaves the model exactly as it was, so adapters can be switched without reloading the
 /// base weights. Detach before disposing the model.
 /// </summary>
-public sealed class AdapterSet : ILinearHook, IDisposable
+public sealed class AdapterSet : ILinearAdapterHook, IDisposable
 {
     /// <summary>The set attached to each model (at most one, so merges never stack and detach in the wrong order).</summary>
     private static readonly ConditionalWeakTable<LlamaModel, AdapterSet> AttachedTo = new();
@@ -24,6 +24,7 @@ public sealed class AdapterSet : ILinearHook, IDisposable
     private readonly LlamaModel _model;
     private readonly List<(LoraAdapter Adapter, float Weight)> _adapters;
     private readonly Slot[][][] _slots;                  // [layer][proj] -> adapters touching it (unmerged)
+    private readonly LoraTerm[][][] _terms;              // [layer][proj] -> the slots of non-zero scale, as the linear op takes them
     private readonly List<(int Layer, Proj Proj, Tensor Original)> _originals = new();
     private readonly Tensor? _scratch;                   // generic path only: F32 [MaxTokensPerForward, max rank]
     private readonly Dictionary<(int Tokens, int Rank), Tensor> _scratchViews = new();
@@ -47,10 +48,16 @@ public sealed class AdapterSet : ILinearHook, IDisposable
         Merged = merge;
         var c = model.Config;
         _slots = new Slot[c.NumLayers][][];
+        _terms = new LoraTerm[c.NumLayers][][];
         for (int l = 0; l < c.NumLayers; l++)
         {
             _slots[l] = new Slot[7][];
-            for (int p = 0; p < 7; p++) _slots[l][p] = [];
+            _terms[l] = new LoraTerm[7][];
+            for (int p = 0; p < 7; p++)
+            {
+                _slots[l][p] = [];
+                _terms[l][p] = [];
+            }
         }
         if (merge) return;
         int maxRank = 0;
@@ -69,6 +76,7 @@ public sealed class AdapterSet : ILinearHook, IDisposable
                 }
             if (model.Backend is not IAdapterOps)
                 _scratch = model.Backend.Allocate(DType.F32, model.MaxTokensPerForward, Math.Max(1, maxRank));
+            RebuildTerms();
         }
         catch
         {
@@ -111,6 +119,30 @@ public sealed class AdapterSet : ILinearHook, IDisposable
             foreach (var list in layer)
                 foreach (var s in list)
                     if (s.Adapter == index) s.Scale = s.ModuleScale * weight;
+        RebuildTerms();
+    }
+
+    private void RebuildTerms()
+    {
+        for (int l = 0; l < _slots.Length; l++)
+            for (int p = 0; p < 7; p++)
+                _terms[l][p] = _slots[l][p].Where(s => s.Scale != 0).Select(s => new LoraTerm(s.Factors, s.Scale)).ToArray();
+    }
+
+    /// <summary>
+    /// The projection's whole linear op: y = x W^T + sum_i w_i s_i B_i (A_i x) through <see cref="LoraOps.Linear"/>,
+    /// so a backend with <see cref="ILinearAdapterOps"/> folds the adapters into its base GEMM.
+    /// </summary>
+    public void Linear(int layer, Proj proj, Tensor x, Tensor w, Tensor y)
+    {
+        var terms = _terms[layer][(int)proj];
+        if (_model.Backend is ILinearAdapterOps ops)
+        {
+            ops.LinearWithAdapters(x, w, terms, y);
+            return;
+        }
+        _model.Backend.MatMul(x, w, y);
+        Apply(layer, proj, x, y);
     }
 
     public void Apply(int layer, Proj proj, Tensor x, Tensor y)
@@ -202,6 +234,8 @@ public sealed class AdapterSet : ILinearHook, IDisposable
                 foreach (var s in layer[p]) s.Factors.Dispose();
                 layer[p] = [];
             }
+        foreach (var layer in _terms)
+            for (int p = 0; p < layer.Length; p++) layer[p] = [];
         _scratch?.Dispose();
     }
 

@@ -41,6 +41,27 @@ public sealed class LoraFactors : IDisposable
     public Tensor? Cols { get; }
     public Tensor? Values { get; }
 
+    /// <summary>
+    /// A in bf16 [Rank, In] and B dense in bf16 [Out, Rank] (whatever <see cref="Form"/> is), for a backend's
+    /// tensor-core kernels (CUDA's linear with adapters): made by that backend on first use through
+    /// <see cref="SetBf16Copies"/>, disposed with the factors; null until then.
+    /// </summary>
+    public Tensor? Bf16A { get; private set; }
+    public Tensor? Bf16B { get; private set; }
+
+    /// <summary>Records the bf16 copies (owned by the factors from then on); each may be set once.</summary>
+    public void SetBf16Copies(Tensor? a, Tensor? b)
+    {
+        if ((a is not null && Bf16A is not null) || (b is not null && Bf16B is not null))
+            throw new InvalidOperationException("the bf16 copies of these LoRA factors are already set");
+        if (a is not null && (a.DType != DType.BF16 || a.Length != (long)Rank * In))
+            throw new ArgumentException($"the bf16 copy of A is {a}, expected BF16 [{Rank}, {In}]");
+        if (b is not null && (b.DType != DType.BF16 || b.Length != (long)Out * Rank))
+            throw new ArgumentException($"the bf16 copy of B is {b}, expected BF16 [{Out}, {Rank}]");
+        Bf16A ??= a;
+        Bf16B ??= b;
+    }
+
     private LoraFactors(int rank, int inDim, int outDim, LoraBForm form, long nnz, Tensor a, Tensor? b, Tensor? rowStart, Tensor? cols, Tensor? values)
     {
         Rank = rank; In = inDim; Out = outDim; Form = form; NonZeros = nnz;
@@ -93,6 +114,6 @@ public sealed class LoraFactors : IDisposable
 
     public void Dispose()
     {
-        A.Dispose(); B?.Dispose(); RowStart?.Dispose(); Cols?.Dispose(); Values?.Dispose();
+        A.Dispose(); B?.Dispose(); RowStart?.Dispose(); Cols?.Dispose(); Values?.Dispose(); Bf16A?.Dispose(); Bf16B?.Dispose();
     }
 }

@@ -83,7 +83,7 @@ public sealed class DemoRun : IDisposable
         long t0 = Stopwatch.GetTimestamp();
         var tasks = DemoTask.Standard(_o.Tasks);
         if (_o.OutDir is not null) Directory.CreateDirectory(_o.OutDir);
-        _log?.WriteLine($"LoRI demo ({_o.Profile.ToString().ToLowerInvariant()}): training on the CPU, generating on {_evalBe.Name}" +
+        _log?.WriteLine($"LoRI demo ({_o.Profile.ToString().ToLowerInvariant()}): training on {_trainBe.Name}, generating on {_evalBe.Name}" +
                         (_o.OutDir is null ? "" : $"; writing to {_o.OutDir}"));
 
         // 1. Tokenizer and base model.

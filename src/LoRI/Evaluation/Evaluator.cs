@@ -14,6 +14,9 @@ public sealed record EvalItem(int Line, string Prediction, string Gold, bool Cor
 public sealed record EvalReport(EvalMetric Metric, int Examples, int Correct, double Accuracy, long Tokens, double MeanNll,
                                 double Perplexity, IReadOnlyList<EvalItem> Items)
 {
+    /// <summary>How the generation metrics decoded (host or device path, graph replays), summed over the batches; null for perplexity.</summary>
+    public DecodeStats? Decode { get; init; }
+
     public void WriteJson(Utf8JsonWriter w, bool withItems = true)
     {
         w.WriteStartObject();
@@ -29,6 +32,16 @@ public sealed record EvalReport(EvalMetric Metric, int Examples, int Correct, do
         {
             w.WriteNumber("correct", Correct);
             w.WriteNumber("accuracy", Accuracy);
+        }
+        if (Decode is { } d)
+        {
+            w.WriteStartObject("decode");
+            w.WriteString("path", d.Path);
+            w.WriteNumber("steps", d.Steps);
+            w.WriteNumber("graph_replays", d.GraphReplays);
+            w.WriteNumber("graph_captures", d.GraphCaptures);
+            w.WriteNumber("launches_per_step", d.LaunchesPerStep);
+            w.WriteEndObject();
         }
         if (withItems && Items.Count > 0)
         {
@@ -58,6 +71,15 @@ public static class Evaluator
     public static EvalReport Generate(LlamaModel model, IReadOnlyList<DataRecord> records, EvalMetric metric, TemplateKind template,
                                       Func<string, int[]> encode, Func<int[], string> decode, IReadOnlyList<int> stopIds,
                                       int maxNewTokens = 512, int batchSize = 8, LabelSet? labels = null, int? bosId = null)
+        => Generate(model, records, metric, template, encode, decode, stopIds, deviceDecode: true, maxNewTokens, batchSize, labels, bosId);
+
+    /// <summary>
+    /// <see cref="Generate(LlamaModel, IReadOnlyList{DataRecord}, EvalMetric, TemplateKind, Func{string, int[]}, Func{int[], string}, IReadOnlyList{int}, int, int, LabelSet?, int?)"/>
+    /// with the choice of decode path: <paramref name="deviceDecode"/> false forces the host path (Generator.UseDeviceDecoder).
+    /// </summary>
+    public static EvalReport Generate(LlamaModel model, IReadOnlyList<DataRecord> records, EvalMetric metric, TemplateKind template,
+                                      Func<string, int[]> encode, Func<int[], string> decode, IReadOnlyList<int> stopIds, bool deviceDecode,
+                                      int maxNewTokens = 512, int batchSize = 8, LabelSet? labels = null, int? bosId = null)
     {
         if (metric == EvalMetric.Perplexity) throw new ArgumentException("perplexity is not a generation metric");
         var rendered = records.Select(r => (Record: r, Pt: PromptTemplates.Render(r, template))).ToList();
@@ -74,12 +96,18 @@ public static class Evaluator
             return ids;
         }).ToList();
         int batch = Math.Min(batchSize, Math.Min(model.MaxOutputsPerForward, prompts.Count));
-        using var gen = new Generator(model, batch, Math.Min(model.Config.MaxPositionEmbeddings, longest + maxNewTokens));
+        using var gen = new Generator(model, batch, Math.Min(model.Config.MaxPositionEmbeddings, longest + maxNewTokens)) { UseDeviceDecoder = deviceDecode };
+        DecodeStats? total = null;
         var opts = new GenerationOptions { MaxNewTokens = maxNewTokens, StopIds = stopIds.ToArray() };
         for (int start = 0; start < prompts.Count; start += batch)
         {
             int count = Math.Min(batch, prompts.Count - start);
             var results = gen.Generate(prompts.GetRange(start, count), opts);
+            var st = gen.LastStats;
+            total = total is { } t
+                ? t with { Steps = t.Steps + st.Steps, GraphReplays = t.GraphReplays + st.GraphReplays, GraphCaptures = t.GraphCaptures + st.GraphCaptures,
+                           LaunchesPerStep = st.LaunchesPerStep >= 0 ? st.LaunchesPerStep : t.LaunchesPerStep }
+                : st;
             for (int i = 0; i < count; i++)
             {
                 var (rec, pt) = rendered[start + i];
@@ -105,7 +133,7 @@ public static class Evaluator
             }
         }
         int correct = items.Count(i => i.Correct);
-        return new EvalReport(metric, items.Count, correct, items.Count == 0 ? 0 : (double)correct / items.Count, 0, 0, 0, items);
+        return new EvalReport(metric, items.Count, correct, items.Count == 0 ? 0 : (double)correct / items.Count, 0, 0, 0, items) { Decode = total };
     }
 
     /// <summary>

@@ -14,6 +14,16 @@ public interface ILinearHook
 }
 
 /// <summary>
+/// A hook that runs a projection's whole linear op, base product included, so a backend with
+/// <see cref="ILinearAdapterOps"/> can fold the adapters into the base GEMM (AdapterSet, unmerged).
+/// </summary>
+public interface ILinearAdapterHook : ILinearHook
+{
+    /// <summary>y = x W^T of a projection plus the adapters' contribution. x [N, in] F32, w the projection's weight, y [N, out] F32.</summary>
+    void Linear(int layer, Proj proj, Tensor x, Tensor w, Tensor y);
+}
+
+/// <summary>
 /// Activation buffers for one forward over N tokens, as views of a workspace. Field shapes:
 /// </summary>
 public sealed class LlamaBuffers
@@ -74,23 +84,36 @@ public sealed partial class LlamaModel : IDisposable
     public void Forward(ReadOnlySpan<int> ids, ReadOnlySpan<int> slots, ReadOnlySpan<int> positions,
                         ReadOnlySpan<int> outputRows, KvCache cache, Span<float> logits)
     {
+        if (logits.Length != outputRows.Length * Config.VocabSize)
+            throw new ArgumentException($"the logits span must hold rows x {Config.VocabSize} floats (got {outputRows.Length} rows, {logits.Length} floats)");
+        var t = ForwardLogits(ids, slots, positions, outputRows, cache);
+        if (t is not null) Backend.Download(t, logits);
+    }
+
+    /// <summary>
+    /// <see cref="Forward"/> with the logits left on the backend: F32 [outputRows.Length, V], a view of the model's
+    /// workspace valid until the next forward (null when no row is asked for). Device-side sampling reads it there.
+    /// </summary>
+    public Tensor? ForwardLogits(ReadOnlySpan<int> ids, ReadOnlySpan<int> slots, ReadOnlySpan<int> positions,
+                                 ReadOnlySpan<int> outputRows, KvCache cache)
+    {
         int n = ids.Length;
         if (n == 0 || n > _ws.MaxTokens || slots.Length != n || positions.Length != n)
             throw new ArgumentException($"Forward takes 1..{_ws.MaxTokens} tokens with one slot and position each (got {n}, {slots.Length}, {positions.Length})");
-        if (outputRows.Length > _ws.MaxOutputs || logits.Length != outputRows.Length * Config.VocabSize)
-            throw new ArgumentException($"Forward returns at most {_ws.MaxOutputs} rows; the logits span must hold rows x {Config.VocabSize} floats (got {outputRows.Length} rows, {logits.Length} floats)");
+        if (outputRows.Length > _ws.MaxOutputs)
+            throw new ArgumentException($"Forward returns at most {_ws.MaxOutputs} rows (got {outputRows.Length})");
         var b = _ws.For(n);
         Backend.Upload(ids, b.Ids);
         Backend.Upload(slots, b.Slots);
         Backend.Upload(positions, b.Positions);
         Hidden(b, cache);
-        if (outputRows.Length == 0) return;
+        if (outputRows.Length == 0) return null;
         var rows = _ws.OutRows(outputRows.Length);
         Backend.Upload(outputRows, rows.Rows);
         Backend.GatherRows(b.X, rows.Rows, rows.H);
         Backend.RmsNorm(rows.H, Weights.FinalNorm, Config.RmsNormEps, rows.H);
         Backend.MatMul(rows.H, Weights.LmHead, rows.Logits);
-        Backend.Download(rows.Logits, logits);
+        return rows.Logits;
     }
 
     /// <summary>Embeds b.Ids and runs every layer; b.X holds the last hidden states (before the final norm).</summary>
@@ -133,7 +156,13 @@ public sealed partial class LlamaModel : IDisposable
     /// <summary>y = x W^T of a projection, plus the unmerged adapters' contribution.</summary>
     public void Linear(int layer, Proj p, Tensor x, Tensor y)
     {
-        Backend.MatMul(x, Weights.Layers[layer][p], y);
+        var w = Weights.Layers[layer][p];
+        if (Hook is ILinearAdapterHook fused)
+        {
+            fused.Linear(layer, p, x, w, y);
+            return;
+        }
+        Backend.MatMul(x, w, y);
         Hook?.Apply(layer, p, x, y);
     }
 

@@ -77,7 +77,7 @@ public static class AdamW
         if (param.Length != state.ParameterLength || grad.Length != param.Length)
             throw new ArgumentException($"AdamW: parameter of {param.Length}, gradient of {grad.Length}, state for {state.ParameterLength} elements");
         state.Step++;
-        Update(param, grad, state.M, state.V, state.Live, Scalars(lr, options, state.Step));
+        Update(param, grad, state.M, state.V, state.Live, state.Live is not null, Scalars(lr, options, state.Step));
     }
 
     /// <summary>The fp32 scalars of step number <paramref name="step"/> (1-based), formed in double as torch forms them.</summary>
@@ -98,12 +98,13 @@ public static class AdamW
     }
 
     /// <summary>
-    /// The update with given scalars: dense (m, v as long as param) when <paramref name="live"/> is empty, else
-    /// over param[live[e]] with state m[e], v[e] only.
+    /// The update with given scalars: dense (m, v as long as param) unless <paramref name="compact"/>, else over
+    /// param[live[e]] with state m[e], v[e] only (an empty live list updates nothing).
     /// </summary>
-    public static void Update(Span<float> param, ReadOnlySpan<float> grad, Span<float> m, Span<float> v, ReadOnlySpan<int> live, in AdamWScalars c)
+    public static void Update(Span<float> param, ReadOnlySpan<float> grad, Span<float> m, Span<float> v, ReadOnlySpan<int> live, bool compact,
+                              in AdamWScalars c)
     {
-        if (live.IsEmpty)
+        if (!compact)
         {
             if (m.Length != param.Length || v.Length != param.Length || grad.Length != param.Length)
                 throw new ArgumentException($"AdamW: parameter of {param.Length}, gradient of {grad.Length}, state of {m.Length} and {v.Length}");

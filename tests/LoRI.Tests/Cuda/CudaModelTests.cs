@@ -17,9 +17,9 @@ namespace LoRI.Tests.Cuda;
 /// </summary>
 public class CudaModelTests
 {
-    private const int Prompt = 20, Steps = 5;
+    internal const int Prompt = 20, Steps = 5;
 
-    private static float[] Run(LlamaModel m, int[] prompt, int steps, out int[] tokens)
+    internal static float[] Run(LlamaModel m, int[] prompt, int steps, out int[] tokens)
     {
         var c = m.Config;
         using var cache = new KvCache(m.Backend, c, 1, 64);
@@ -41,7 +41,7 @@ public class CudaModelTests
         return all.ToArray();
     }
 
-    private static int[] PromptIds(LlamaConfig c) => Enumerable.Range(0, Prompt).Select(i => (i * 37 + 5) % c.VocabSize).ToArray();
+    internal static int[] PromptIds(LlamaConfig c) => Enumerable.Range(0, Prompt).Select(i => (i * 37 + 5) % c.VocabSize).ToArray();
 
     /// <param name="bf16Activations">Prefill through the tensor-core GEMM (activations rounded to bf16).</param>
     /// <param name="splits">KV splits of the flash attention (0: the backend's choice).</param>

@@ -15,7 +15,7 @@ public partial class NvrtcCompileTests
         from arch in new[] { "compute_80", "compute_90" }
         select new TestCaseData(family, arch).SetName($"Compile_{family}_{arch}");
 
-    [GeneratedRegex(@"extern\s+""C""\s+__global__\s+(?:__launch_bounds__\([^)]*\)\s+)?void\s+(\w+)\s*\(")]
+    [GeneratedRegex(@"extern\s+""C""\s+__global__\s+(?:__launch_bounds__\([^)]*\)\s+)?void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(")]
     private static partial Regex KernelDeclaration();
 
     [GeneratedRegex(@"\.entry\s+(\w+)\s*\(")]

@@ -188,7 +188,7 @@ public sealed unsafe partial class CpuBackend : ITrainingOps
             float c = coef.Span<float>()[coefIndex];
             if (c != 1f) TensorPrimitives.Multiply(g, c, g);
         }
-        AdamW.Update(param.Span<float>(), g, m.Span<float>(), v.Span<float>(), live is null ? [] : live.Span<int>(), s);
+        AdamW.Update(param.Span<float>(), g, m.Span<float>(), v.Span<float>(), live is null ? [] : live.Span<int>(), live is not null, s);
     }
 
     private static void Grow(ref float[] a, long length)
