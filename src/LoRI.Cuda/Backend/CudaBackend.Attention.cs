@@ -39,7 +39,8 @@ public sealed unsafe partial class CudaBackend
     /// Use the tensor-core kernels (native/kernels/flash_attention_tc.cu: mma.sync bf16, fp32 softmax and
     /// accumulators) where the shape allows: head dim a multiple of 16 up to <see cref="TensorCoreAttentionMaxHeadDim"/>,
     /// 16-byte aligned tensors, and for IBackend.Attention at least <see cref="TensorCoreAttentionMinTokens"/> tokens
-    /// in the call (prefill). Otherwise, or when off, the fp32 SIMT flash kernels run (the benchmark baseline).
+    /// in the call (prefill; and <see cref="UseFlashAttention"/>, whose "off" means the baseline kernel). Otherwise,
+    /// or when off, the fp32 SIMT flash kernels run (the benchmark baseline).
     /// Default, as for <see cref="Bf16Activations"/>: on for a real device of compute capability 8.0 or newer; off
     /// on the emulator, whose attention then matches the CPU backend's fp32 (the tensor-core kernels are checked
     /// there with this set).
@@ -107,7 +108,7 @@ public sealed unsafe partial class CudaBackend
 
     private bool TryTensorCoreAttention(Tensor q, Tensor kCache, Tensor vCache, Tensor slots, Tensor positions, int heads, int kvHeads, int headDim, Tensor y, int n)
     {
-        if (n < TensorCoreAttentionMinTokens || !UseTensorCore(headDim, q, kCache, vCache)) return false;
+        if (!UseFlashAttention || n < TensorCoreAttentionMinTokens || !UseTensorCore(headDim, q, kCache, vCache)) return false;
         TensorCoreForward(q, kCache, vCache, (ulong)slots.Pointer, (ulong)positions.Pointer, y, 0, n, heads, kvHeads, headDim, kCache.Shape[0], kCache.Shape[1]);
         return true;
     }
