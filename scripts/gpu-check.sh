@@ -80,6 +80,17 @@ case "$mode" in
     fi
     { nvidia-smi || true; echo; nvcc --version 2>/dev/null || true; } > "$out/device.txt" 2>&1
     export LORI_PTX_DIR="$PWD/$dir/ptx"
+    # the sm_90a kernels (wgmma) cannot be built by CUDA 11.8's NVRTC here: build them with this machine's
+    # nvcc 12+ when present, and let the runtime find a CUDA 12+ NVRTC as the fallback
+    if command -v nvcc >/dev/null 2>&1 && nvcc --version | grep -Eq 'release (1[2-9]|[2-9][0-9])\.'; then
+      for f in gemm_wgmma sm90_checks; do
+        nvcc -std=c++17 -O3 --use_fast_math -arch=sm_90a --ptx "native/kernels/$f.cu" -o "$dir/ptx/$f.sm_90a.ptx" >> "$out/nvcc.log" 2>&1 \
+          || echo "nvcc sm_90a $f failed (see nvcc.log); the runtime falls back to NVRTC 12+ or to gemm_tc"
+      done
+    fi
+    for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+      [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    done
     export LORI_CACHE="$out/cache"
     set +e
     rc=0

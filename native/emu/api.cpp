@@ -273,6 +273,58 @@ __attribute__((visibility("default"))) int lemu_launch(void* fn, unsigned gx, un
     return OK;
 }
 
+// cuTensorMapEncodeTiled with the driver's documented checks; the 128 bytes hold an EmuTensorMap.
+__attribute__((visibility("default"))) int lemu_tensor_map_encode_tiled(void* map, int dtype, unsigned rank, uint64_t address,
+                                                                        const uint64_t* dims, const uint64_t* strides,
+                                                                        const unsigned* box, const unsigned* element_strides,
+                                                                        int interleave, int swizzle, int l2_promotion, int oob_fill)
+{
+    static const unsigned sizes[] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2, 4, 4, 4};
+    if (!map || !dims || !box || !element_strides || (rank > 1 && !strides)) return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: null argument");
+    if ((uintptr_t)map % 64 != 0) return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: the tensor map is not 64-byte aligned");
+    if (dtype < 0 || dtype > 12) return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: data type %d", dtype);
+    if (rank < 1 || rank > 5) return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: rank %u (1 to 5)", rank);
+    if (interleave != 0) return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: interleaved layouts are not emulated");
+    if (swizzle < 0 || swizzle > 3 || l2_promotion < 0 || l2_promotion > 3 || oob_fill < 0 || oob_fill > 1)
+        return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: swizzle %d, L2 promotion %d or OOB fill %d out of range", swizzle, l2_promotion, oob_fill);
+    if (address % 16 != 0) return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: global address 0x%llx is not 16-byte aligned", (unsigned long long)address);
+    const unsigned es = sizes[dtype];
+    lori_emu::EmuTensorMap tm{};
+    tm.magic = lori_emu::EmuTensorMap::kMagic;
+    tm.dtype = (uint8_t)dtype;
+    tm.rank = (uint8_t)rank;
+    tm.elem_bytes = (uint8_t)es;
+    tm.swizzle = (uint8_t)swizzle;
+    tm.l2_promotion = (uint8_t)l2_promotion;
+    tm.oob_fill = (uint8_t)oob_fill;
+    tm.address = address;
+    for (unsigned i = 0; i < rank; i++)
+    {
+        if (dims[i] == 0 || dims[i] > (1ull << 32)) return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: globalDim[%u] = %llu (1 to 2^32)", i, (unsigned long long)dims[i]);
+        if (box[i] == 0 || box[i] > 256) return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: boxDim[%u] = %u (1 to 256)", i, box[i]);
+        if (element_strides[i] == 0 || element_strides[i] > 8) return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: elementStrides[%u] = %u (1 to 8)", i, element_strides[i]);
+        tm.dims[i] = dims[i];
+        tm.box_minus_1[i] = (uint8_t)(box[i] - 1);
+        tm.element_strides_minus_1[i] = (uint8_t)(element_strides[i] - 1);
+    }
+    for (unsigned i = 0; i + 1 < rank; i++)
+    {
+        if (strides[i] % 16 != 0 || strides[i] >= (1ull << 40))
+            return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: globalStrides[%u] = %llu (a multiple of 16 below 2^40)", i, (unsigned long long)strides[i]);
+        tm.strides[i] = strides[i];
+    }
+    if (rank > 1 && strides[0] < dims[0] * es)
+        return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: globalStrides[0] = %llu is less than a row (%llu bytes)",
+                    (unsigned long long)strides[0], (unsigned long long)(dims[0] * es));
+    const unsigned inner = box[0] * es;
+    if (inner % 16 != 0) return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: boxDim[0] x element size = %u bytes, not a multiple of 16", inner);
+    const unsigned span = swizzle == 1 ? 32 : swizzle == 2 ? 64 : swizzle == 3 ? 128 : 0;
+    if (span && inner > span) return fail(INVALID_VALUE, "cuTensorMapEncodeTiled: an inner box of %u bytes exceeds the %u-byte swizzle span", inner, span);
+    std::memset(map, 0, 128);
+    std::memcpy(map, &tm, sizeof tm);
+    return OK;
+}
+
 __attribute__((visibility("default"))) int lemu_stream_create(void** s)
 {
     if (!s) return fail(INVALID_VALUE, "lemu_stream_create: null result");

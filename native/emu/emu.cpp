@@ -129,10 +129,13 @@ namespace lori_emu {
 
 thread_local ThreadCtx* t_thread = nullptr;
 thread_local BlockCtx* t_block = nullptr;
+thread_local unsigned long long t_sync_epoch = 0;
+
+void note_sync_progress() { t_sync_epoch++; }
 
 namespace {
 
-enum class State { Runnable, AtBarrier, AtWarp, Done };
+enum class State { Runnable, Spinning, AtBarrier, AtWarp, Done };
 
 struct Fiber
 {
@@ -288,6 +291,7 @@ const char* state_name(State s)
     switch (s)
     {
         case State::Runnable: return "running";
+        case State::Spinning: return "spinning on a wait that never completes (an mbarrier)";
         case State::AtBarrier: return "waiting at __syncthreads";
         case State::AtWarp: return "waiting at a warp collective";
         case State::Done: return "exited";
@@ -311,7 +315,7 @@ bool resolve_warp_op(Fiber** lanes, unsigned lane_count, Fiber& lead, std::strin
             participants |= 1u << l;
             continue;
         }
-        if (f.state == State::Runnable) return false;
+        if (f.state == State::Runnable || f.state == State::Spinning) return false;
         char buf[200];
         std::snprintf(buf, sizeof buf, "lane %u of warp %u is in the mask 0x%08x of a warp collective but is %s",
                       l, lead.tc.warp, mask, f.state == State::AtWarp ? "at a different warp collective" : state_name(f.state));
@@ -350,6 +354,7 @@ void run_block(Worker& w, Trampoline tramp, void** args, BlockCtx& block)
     }
 
     const unsigned warps = (n + 31) / 32;
+    sm90_block_begin(warps);
     // Odd blocks run their warps and lanes in reverse order: between two barriers, a thread that reads
     // shared memory another thread writes without a __syncthreads then sees the stale value in one of
     // the two orders, so a missing barrier shows up as a wrong result instead of passing by luck.
@@ -377,6 +382,15 @@ void run_block(Worker& w, Trampoline tramp, void** args, BlockCtx& block)
                     {
                         switch_to_fiber(w, *lanes[l]);
                         progress = true;
+                    }
+                    else if (lanes[l]->state == State::Spinning)
+                    {
+                        // a spin-wait that fails again (yields Spinning again, having changed no shared
+                        // synchronisation state on the way) is no progress
+                        lanes[l]->state = State::Runnable;
+                        const unsigned long long epoch = t_sync_epoch;
+                        switch_to_fiber(w, *lanes[l]);
+                        if (lanes[l]->state != State::Spinning || t_sync_epoch != epoch) progress = true;
                     }
                 }
                 for (unsigned l = 0; l < count && !w.aborted; l++)
@@ -413,10 +427,22 @@ void run_block(Worker& w, Trampoline tramp, void** args, BlockCtx& block)
                         problem = thread_name(w.fibers[i]->tc) + " waits at a warp collective while other threads wait at __syncthreads";
                         break;
                     }
+                for (unsigned i = 0; i < n && problem.empty(); i++)
+                    if (w.fibers[i]->state == State::Spinning)
+                        problem = thread_name(w.fibers[i]->tc) + " is " + state_name(State::Spinning);
             }
             w.error = "deadlock: " + problem;
             w.aborted = true;
             break;
+        }
+    }
+    if (!w.aborted)
+    {
+        std::string left = sm90_block_end();
+        if (!left.empty())
+        {
+            w.error = left;
+            w.aborted = true;
         }
     }
     t_block = nullptr;
@@ -702,6 +728,13 @@ void syncthreads()
 {
     Worker& w = *t_worker;
     w.current->state = State::AtBarrier;
+    yield_to_scheduler();
+}
+
+void spin_wait()
+{
+    Worker& w = *t_worker;
+    w.current->state = State::Spinning;
     yield_to_scheduler();
 }
 

@@ -46,6 +46,11 @@ extern thread_local ThreadCtx* t_thread;
 extern thread_local BlockCtx* t_block;
 
 void syncthreads();
+// Called by a spin-wait whose condition failed (mbarrier.try_wait): lets the block's other threads run.
+// A block whose only runnable threads keep failing their waits fails the launch as a deadlock.
+void spin_wait();
+// Called by the twins whenever they change state a spin-wait may be waiting on (an mbarrier).
+void note_sync_progress();
 // Stops the calling thread's block with an error (the launch then fails with the message).
 [[noreturn]] void trap(const char* what);
 
@@ -102,6 +107,26 @@ unsigned vote(unsigned mask, int predicate, VoteMode mode);
 void mma_m16n8k16_bf16_f32(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]);
 void ldmatrix_m8n8_b16(uint32_t* regs, int count, bool trans, const void* row_address);
 
+// sm_90a twins (emu_sm90.cpp). Shared-window addresses are offsets into the block's dynamic shared memory.
+uint32_t shared_offset(const void* p);
+// wgmma.mma_async m64nNk16 .f32.bf16.bf16, both operands K-major from descriptors. Deferred: the
+// operation joins the warp's open group and runs (reading shared memory then) at the wait_group that
+// retires it, the latest moment the hardware may read its operands.
+void wgmma_m64nNk16_bf16_f32(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d);
+void wgmma_commit_group();
+void wgmma_wait_group(int pending);
+// mbarrier (PTX ISA, "Parallel Synchronization and Communication Instructions: mbarrier"): the 8-byte
+// object in shared memory holds the pending and expected arrival counts, the tx-count and the phase.
+void mbarrier_init(uint32_t bar, unsigned count);
+void mbarrier_arrive_expect_tx(uint32_t bar, unsigned bytes);
+void mbarrier_arrive(uint32_t bar);
+bool mbarrier_try_wait_parity(uint32_t bar, unsigned parity);
+// cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes: the box at (c0, c1)
+// of the tensor map (as lemu_tensor_map_encode_tiled wrote it) into shared memory at dst, out-of-bound
+// elements zero, swizzled as the map says; then complete_tx of the box's bytes on bar. The copy is done
+// at once, one legal order of the asynchronous copy.
+void tma_load_2d(uint32_t dst, const void* tensor_map, int c0, int c1, uint32_t bar);
+
 } // namespace lori_emu
 
 #define threadIdx (::lori_emu::t_thread->thread_idx)
@@ -118,6 +143,7 @@ void ldmatrix_m8n8_b16(uint32_t* regs, int count, bool trans, const void* row_ad
 #define __shared__ thread_local
 #define __constant__ const
 #define __align__(n) __attribute__((aligned(n)))
+#define __grid_constant__
 #define __launch_bounds__(...)
 
 #define __syncthreads() ::lori_emu::syncthreads()

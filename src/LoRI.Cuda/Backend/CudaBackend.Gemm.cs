@@ -9,7 +9,8 @@ namespace LoRI.Cuda.Backend;
 ///  - bf16 weights, at most <see cref="GemvMaxTokens"/> rows of x (decode): gemv (native/kernels/gemv.cu),
 ///    fp32 activations, 16-byte weight loads, split-K when the weight has few rows;
 ///  - bf16 weights, at least <see cref="TensorCoreMinTokens"/> rows and <see cref="Bf16Activations"/> on:
-///    x cast to bf16 into scratch, then the tensor-core GEMM (native/kernels/gemm_tc.cu);
+///    x cast to bf16 into scratch, then the tensor-core GEMM (native/kernels/gemm_tc.cu, or gemm_wgmma.cu on a
+///    Hopper device that passed its first-use check: see CudaBackend.Wgmma.cs);
 ///  - otherwise the tiled GEMM (native/kernels/matmul.cu).
 /// </summary>
 public sealed unsafe partial class CudaBackend
@@ -62,7 +63,7 @@ public sealed unsafe partial class CudaBackend
         {
             var xb = Scratch("matmul_x_bf16", DType.BF16, (long)n * k).Reshape(n, k);
             Cast(x.Reshape(n, k), xb);
-            GemmTcLaunch(xb, w, y, n, m, k, alpha, accumulate);
+            GemmBf16Launch(xb, w, y, n, m, k, alpha, accumulate);
             return true;
         }
         return false;

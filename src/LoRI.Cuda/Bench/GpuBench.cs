@@ -131,11 +131,21 @@ public static class GpuBench
             Num(w, "tensor_core_tflops", flops / tc / 1e12);
             Num(w, "tiled_tflops", flops / tiled / 1e12);
             Num(w, "max_abs_diff_vs_tiled", MaxAbsDiff(be, y, yRef));
+            double wg = double.NaN;
+            if (be.WgmmaCodeAvailable)
+            {
+                using var yWg = be.Allocate(DType.F32, n, m);
+                wg = Seconds(be, o.Repeats, () => be.MatMulWgmma(x, wt, yWg));
+                Num(w, "wgmma_tflops", flops / wg / 1e12);
+                Num(w, "max_abs_diff_wgmma_vs_tensor_core", MaxAbsDiff(be, yWg, y));
+            }
+            else w.WriteString("wgmma", be.Driver.ComputeCapability == 90 ? "the gemm_wgmma kernels are not the sm_90a build" : "needs a compute-capability-9.0 device");
             if (cublas is not null)
             {
                 double cb = Seconds(be, o.Repeats, () => cublas.GemmBf16((ulong)x.Pointer, (ulong)wt.Pointer, (ulong)yRef.Pointer, n, m, k));
                 Num(w, "cublas_tflops", flops / cb / 1e12);
                 Num(w, "tensor_core_fraction_of_cublas", cb / tc);
+                if (!double.IsNaN(wg)) Num(w, "wgmma_fraction_of_cublas", cb / wg);
                 Num(w, "max_abs_diff_vs_cublas", MaxAbsDiff(be, y, yRef));
             }
             else w.WriteString("cublas", cublasReason);

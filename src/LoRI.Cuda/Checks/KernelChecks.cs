@@ -7,7 +7,11 @@ using LoRI.Tensors;
 namespace LoRI.Cuda.Checks;
 
 /// <summary>One kernel check's outcome, as `selftest --json` reports it.</summary>
-public sealed record KernelCheckResult(string Name, bool Passed, double MaxError, double Tolerance, double Ms, string Detail);
+public sealed record KernelCheckResult(string Name, bool Passed, double MaxError, double Tolerance, double Ms, string Detail)
+{
+    /// <summary>The check does not apply to the device (Detail says why); it counts as passed.</summary>
+    public bool Skipped => Detail.StartsWith("skipped: ", StringComparison.Ordinal);
+}
 
 /// <summary>
 /// Every CUDA kernel held against a reference: the CPU backend for the IBackend ops; for the backward
@@ -18,7 +22,8 @@ public sealed record KernelCheckResult(string Name, bool Passed, double MaxError
 /// </summary>
 public static class KernelChecks
 {
-    public sealed record Check(string Name, Func<CheckContext, Comparison> Run);
+    /// <param name="Skip">Null when the check applies to the device, else why it does not (e.g. no sm_90a code).</param>
+    public sealed record Check(string Name, Func<CheckContext, Comparison> Run, Func<CudaBackend, string?>? Skip = null);
 
     public static IReadOnlyList<Check> All { get; } =
     [
@@ -37,6 +42,14 @@ public static class KernelChecks
         new("matmul_tc_bf16_multistage", c => MatMulTensorCore(c, (256, 256, 256), (150, 200, 136), 1f, false)),
         new("matmul_tc_bf16_multistage_accumulate", c => MatMulTensorCore(c, (130, 136, 104), (150, 200, 171), 0.5f, true)),
         new("matmul_bf16_auto_tensor_core", MatMulAutoTensorCore),
+        new("matmul_wgmma_bf16", c => MatMulWgmma(c, (128, 128, 64), (37, 70, 45), 1f, false), WgmmaSkip),
+        new("matmul_wgmma_bf16_multistage", c => MatMulWgmma(c, (256, 256, 512), (150, 200, 136), 1f, false), WgmmaSkip),
+        new("matmul_wgmma_bf16_multistage_accumulate", c => MatMulWgmma(c, (130, 136, 264), (150, 200, 171), 0.5f, true), WgmmaSkip),
+        new("matmul_wgmma_cp_async_bf16_multistage_accumulate", c => MatMulWgmma(c, (130, 136, 264), (150, 200, 136), 0.5f, true, tma: false), WgmmaSkip),
+        new("matmul_bf16_auto_wgmma", MatMulAutoWgmma, WgmmaSkip),
+        new("sm90_wgmma_tile", Sm90WgmmaTile, WgmmaSkip),
+        new("sm90_tma_box", Sm90TmaBox, WgmmaSkip),
+        new("sm90_mbarrier_phases", Sm90MbarrierPhases, WgmmaSkip),
         new("matmul_gemv_bf16", c => MatMulGemv(c, 1, 1f, false)),
         new("matmul_gemv_bf16_accumulate", c => MatMulGemv(c, 3, -0.5f, true)),
         new("rope_forward", RopeForward),
@@ -123,6 +136,8 @@ public static class KernelChecks
 
     public static KernelCheckResult RunOne(Check check, CudaBackend device, IBackend cpu, bool ragged, int timingRepeats)
     {
+        if (check.Skip?.Invoke(device) is string skipped)
+            return new KernelCheckResult(check.Name, true, double.NaN, double.NaN, double.NaN, "skipped: " + skipped);
         using var c = new CheckContext(device, cpu, ragged, check.Name);
         Comparison cmp;
         try
@@ -282,6 +297,151 @@ public static class KernelChecks
         c.Cpu.MatMul(cx, cw, cy, alpha, accumulate);
         c.Timed = () => c.Device.MatMulBf16(dx, dw, dy, alpha, false);
         return c.Compare(dy, cy, 2e-5f * MathF.Sqrt(k), 1e-5f);
+    }
+
+    /// <summary>The wgmma GEMM's checks run on the emulator (its twins) and on a device whose gemm_wgmma code is sm_90a.</summary>
+    private static string? WgmmaSkip(CudaBackend device) =>
+        device.Driver.IsEmulator || device.WgmmaCodeAvailable ? null
+        : $"the gemm_wgmma kernels on {device.Driver.DeviceName} are not the sm_90a build (compute capability {device.Driver.ComputeCapability})";
+
+    /// <summary>The wgmma GEMM (sm_90a) against the CPU backend's MatMul on the same bf16-rounded values, like the mma.sync one.</summary>
+    private static Comparison MatMulWgmma(CheckContext c, (int N, int M, int K) aligned, (int N, int M, int K) ragged, float alpha, bool accumulate, bool tma = true)
+    {
+        var (n, m, k) = c.Ragged ? ragged : aligned;
+        c.Note($"x [{n}, {k}] bf16, W [{m}, {k}] bf16, alpha {alpha}{(accumulate ? ", accumulate" : "")}, " +
+               $"{(k % 8 != 0 ? "register-staged" : tma ? "TMA" : "cp.async")} tiles, wgmma");
+        var xv = c.Random(n * k, 1f).Select(Bf16.Round).ToArray();
+        var dx = c.Up(xv, DType.BF16, n, k);
+        var cx = c.UpCpu(xv, DType.F32, n, k);
+        var (dw, cw) = c.Both(c.Random(m * k, 1f), DType.BF16, m, k);
+        var (dy, cy) = c.Both(c.Random(n * m, 1f), DType.F32, n, m);
+        bool was = c.Device.WgmmaTma;
+        c.Device.WgmmaTma = tma;
+        try
+        {
+            c.Device.MatMulWgmma(dx, dw, dy, alpha, accumulate);
+        }
+        finally
+        {
+            c.Device.WgmmaTma = was;
+        }
+        c.Cpu.MatMul(cx, cw, cy, alpha, accumulate);
+        c.Timed = () =>
+        {
+            c.Device.WgmmaTma = tma;
+            c.Device.MatMulWgmma(dx, dw, dy, alpha, false);
+            c.Device.WgmmaTma = was;
+        };
+        return c.Compare(dy, cy, 2e-5f * MathF.Sqrt(k), 1e-5f);
+    }
+
+    /// <summary>
+    /// The sm_90a programs of native/kernels/sm90_checks.cu, one per twin, so that on a device a wrong reading of
+    /// the PTX ISA shows which instruction it concerns: one warpgroup's wgmma over swizzled tiles vs a double loop.
+    /// </summary>
+    private static Comparison Sm90WgmmaTile(CheckContext c)
+    {
+        c.Note("A [64, 64] x B [64, 128] + C, 4 x m64n128k16 through descriptors of 128-byte-swizzled tiles");
+        var a = c.Random(64 * 64, 2f).Select(Bf16.Round).ToArray();
+        var bt = c.Random(128 * 64, 2f).Select(Bf16.Round).ToArray();
+        var cv = c.Random(64 * 128, 0.5f);
+        var reference = new float[64 * 128];
+        for (int i = 0; i < 64; i++)
+            for (int j = 0; j < 128; j++)
+            {
+                double s = cv[i * 128 + j];
+                for (int k = 0; k < 64; k++) s += (double)a[i * 64 + k] * bt[j * 64 + k];
+                reference[i * 128 + j] = (float)s;
+            }
+        var da = c.Up(a, DType.BF16, 64, 64);
+        var db = c.Up(bt, DType.BF16, 128, 64);
+        var dc = c.Up(cv, DType.F32, 64, 128);
+        var dd = c.Device.Allocate(DType.F32, 64, 128);
+        c.Own(dd);
+        var args = new KernelArgs();
+        args.Add(da); args.Add(db); args.Add(dc); args.Add(dd); args.Add(0);
+        c.Device.LaunchWithTensorMaps("sm90_checks", "sm90_wgmma_tile", 1, 128, 1024 + 64 * 128 + 128 * 128, [], ref args);
+        return Tolerance.Compare(c.Get(dd), reference, 1e-4f, 1e-5f);
+    }
+
+    /// <summary>One TMA box (64 x 128 bf16, 128-byte swizzle, edges past the tensor) read back where the descriptors look.</summary>
+    private static Comparison Sm90TmaBox(CheckContext c)
+    {
+        const int rows = 100, k = 72;
+        int c0 = c.Pick(0, 64), c1 = c.Pick(0, 40);
+        c.Note($"x [{rows}, {k}] bf16, box 64 x 128 at ({c0}, {c1}), zero fill past the edges");
+        var src = c.Random(rows * k, 1f).Select(Bf16.Round).ToArray();
+        var reference = new float[128 * 64];
+        for (int r = 0; r < 128; r++)
+            for (int e = 0; e < 64; e++)
+                reference[r * 64 + e] = c1 + r < rows && c0 + e < k ? src[(c1 + r) * k + c0 + e] : 0f;
+        var dx = c.Up(src, DType.BF16, rows, k);
+        var dout = c.Device.Allocate(DType.BF16, 128, 64);
+        c.Own(dout);
+        var args = new KernelArgs();
+        args.Add(dout); args.Add(c0); args.Add(c1);
+        c.Device.LaunchWithTensorMaps("sm90_checks", "sm90_tma_box", 1, 128, 1024 + 64 * 128 * 2 + 8, [c.Device.Bf16RowsMap(dx, rows, k)], ref args);
+        return Tolerance.Compare(c.Get(dout), reference, 0, 0);
+    }
+
+    /// <summary>Three mbarrier phases of one block: each completes, and try_wait names it by its parity.</summary>
+    private static Comparison Sm90MbarrierPhases(CheckContext c)
+    {
+        int threads = c.Pick(128, 96);
+        c.Note($"{threads} threads, 3 phases");
+        var dout = c.Device.Allocate(DType.I32, 6);
+        c.Own(dout);
+        var args = new KernelArgs();
+        args.Add(dout); args.Add(0);
+        c.Device.LaunchWithTensorMaps("sm90_checks", "sm90_mbarrier_phases", 1, threads, 1024 + 8, [], ref args);
+        return Tolerance.CompareExact(c.GetInts(dout), [1, 0, 1, 0, 1, 0]);
+    }
+
+    /// <summary>
+    /// MatMul's own choice on a backend that reports compute capability 9.0: on the emulator a fresh backend
+    /// whose emulator says 9.0 (so the first-use check runs on the twins and must pick wgmma); on a device,
+    /// this backend. Either way the result is held against the CPU backend.
+    /// </summary>
+    private static Comparison MatMulAutoWgmma(CheckContext c)
+    {
+        int n = c.Pick(128, 37), m = c.Pick(256, 70), k = c.Pick(128, 101);
+        c.Note($"x [{n}, {k}] F32 holding bf16 values, W [{m}, {k}] bf16, through MatMul with Bf16Activations on a 9.0 device");
+        var xv = c.Random(n * k, 1f).Select(Bf16.Round).ToArray();
+        var wv = c.Random(m * k, 1f);
+        var cx = c.UpCpu(xv, DType.F32, n, k);
+        var cw = c.UpCpu(wv, DType.BF16, m, k);
+        var cy = c.Cpu.Allocate(DType.F32, n, m);
+        c.Cpu.MatMul(cx, cw, cy);
+        CudaBackend be = c.Device.Driver.IsEmulator ? new CudaBackend(new Emulator.EmulatorDriver(computeCapability: 90)) : c.Device;
+        bool wasBf16 = be.Bf16Activations;
+        var wasWarning = be.Warning;
+        var warnings = new List<string>();
+        try
+        {
+            be.Warning = warnings.Add;
+            be.Bf16Activations = true;
+            using var dx = be.Allocate(DType.F32, n, k);
+            using var dw = be.Allocate(DType.BF16, m, k);
+            using var dy = be.Allocate(DType.F32, n, m);
+            be.Upload<float>(xv, dx);
+            be.Upload<ushort>(wv.Select(Bf16.FromFloat).ToArray(), dw);
+            be.MatMul(dx, dw, dy);
+            if (!be.WgmmaActive || warnings.Count > 0)
+                throw new InvalidOperationException($"MatMul did not choose the wgmma GEMM: {be.WgmmaStatus} {string.Join(" ", warnings)}");
+            var got = new float[n * m];
+            be.Download<float>(dy, got);
+            c.Note($"x [{n}, {k}], W [{m}, {k}] bf16 through MatMul; wgmma {be.WgmmaStatus}");
+            return Tolerance.Compare(got, c.Get(cy), 2e-5f * MathF.Sqrt(k), 1e-5f);
+        }
+        finally
+        {
+            if (!ReferenceEquals(be, c.Device)) be.Dispose();
+            else
+            {
+                be.Bf16Activations = wasBf16;
+                be.Warning = wasWarning;
+            }
+        }
     }
 
     /// <summary>MatMul's own choice of the tensor-core path (F32 x cast to bf16 in scratch) when Bf16Activations is on.</summary>

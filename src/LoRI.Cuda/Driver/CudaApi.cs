@@ -52,6 +52,12 @@ internal static unsafe partial class CudaApi
     [LibraryImport(Library, EntryPoint = "cuMemcpyDtoHAsync_v2")] public static partial CuResult cuMemcpyDtoHAsync(nint dst, ulong src, nuint n, nint stream);
     [LibraryImport(Library, EntryPoint = "cuMemcpyDtoDAsync_v2")] public static partial CuResult cuMemcpyDtoDAsync(ulong dst, ulong src, nuint n, nint stream);
 
+    // ---- tensor maps (CUDA 12+)
+    [LibraryImport(Library)]
+    public static partial CuResult cuTensorMapEncodeTiled(TensorMap* tensorMap, TensorMapDataType dataType, uint rank, ulong globalAddress,
+                                                          ulong* globalDim, ulong* globalStrides, uint* boxDim, uint* elementStrides,
+                                                          int interleave, TensorMapSwizzle swizzle, TensorMapL2Promotion l2Promotion, TensorMapOobFill oobFill);
+
     // ---- streams and events
     [LibraryImport(Library)] public static partial CuResult cuStreamCreate(out nint stream, uint flags);
     [LibraryImport(Library, EntryPoint = "cuStreamDestroy_v2")] public static partial CuResult cuStreamDestroy(nint stream);

@@ -268,6 +268,36 @@ public sealed unsafe class CudaDriver : ICudaDriver
         ThrowIfFailed(CudaApi.cuCtxSynchronize());
     }
 
+    public TensorMap EncodeTensorMapTiled(TensorMapDataType dataType, ulong globalAddress, ReadOnlySpan<ulong> globalDims, ReadOnlySpan<ulong> globalStrides,
+                                          ReadOnlySpan<uint> boxDims, ReadOnlySpan<uint> elementStrides, TensorMapSwizzle swizzle,
+                                          TensorMapL2Promotion l2Promotion, TensorMapOobFill oobFill)
+    {
+        if (globalDims.Length is < 1 or > 5 || boxDims.Length != globalDims.Length || elementStrides.Length != globalDims.Length
+            || globalStrides.Length != globalDims.Length - 1)
+            throw new ArgumentException($"tensor map: rank {globalDims.Length} with {globalStrides.Length} strides, {boxDims.Length} box and {elementStrides.Length} element-stride values");
+        // the map must be written to 64-byte aligned memory
+        var raw = stackalloc byte[128 + 64];
+        var map = (TensorMap*)(((nint)raw + 63) & ~(nint)63);
+        fixed (ulong* dims = globalDims, strides = globalStrides)
+        fixed (uint* box = boxDims, es = elementStrides)
+        {
+            ulong none = 0;
+            MakeCurrent();
+            CuResult r;
+            try
+            {
+                r = CudaApi.cuTensorMapEncodeTiled(map, dataType, (uint)globalDims.Length, globalAddress, dims, globalStrides.Length > 0 ? strides : &none,
+                                                   box, es, 0, swizzle, l2Promotion, oobFill);
+            }
+            catch (EntryPointNotFoundException)
+            {
+                throw new UnsupportedException($"{CudaApi.Library} has no cuTensorMapEncodeTiled (a CUDA 12+ driver is needed for TMA)");
+            }
+            ThrowIfFailed(r, "cuTensorMapEncodeTiled");
+        }
+        return *map;
+    }
+
     // The handles' release calls may run on a finalizer thread: make the context current there first.
     CuResult ICudaDriver.ReleaseModule(nint module) => TryMakeCurrent() is var r && r != CuResult.Success ? r : CudaApi.cuModuleUnload(module);
     CuResult ICudaDriver.ReleaseStream(nint stream) => TryMakeCurrent() is var r && r != CuResult.Success ? r : CudaApi.cuStreamDestroy(stream);

@@ -43,6 +43,17 @@ public interface ICudaDriver : IDisposable
     /// <summary>Waits for all work on the device.</summary>
     void Synchronize();
 
+    /// <summary>
+    /// cuTensorMapEncodeTiled (CUDA 12+, compute capability 9.0 devices): a tiled map of the tensor at
+    /// <paramref name="globalAddress"/> with <paramref name="globalDims"/> elements per dimension (innermost first),
+    /// <paramref name="globalStrides"/> bytes between consecutive indices of dimensions 1.. (rank - 1 values,
+    /// multiples of 16), copied in boxes of <paramref name="boxDims"/> elements; interleave none. The emulator
+    /// checks the arguments as the driver documents and writes its own encoding.
+    /// </summary>
+    TensorMap EncodeTensorMapTiled(TensorMapDataType dataType, ulong globalAddress, ReadOnlySpan<ulong> globalDims, ReadOnlySpan<ulong> globalStrides,
+                                   ReadOnlySpan<uint> boxDims, ReadOnlySpan<uint> elementStrides, TensorMapSwizzle swizzle,
+                                   TensorMapL2Promotion l2Promotion, TensorMapOobFill oobFill);
+
     // Release calls for the SafeHandles (no throwing: they run from ReleaseHandle).
     internal CuResult ReleaseModule(nint module);
     internal CuResult ReleaseStream(nint stream);

@@ -71,9 +71,24 @@ public static class KernelSources
         }
     }
 
-    /// <summary>PTX for the family: prebuilt when found, else NVRTC (cached on disk).</summary>
+    /// <summary>
+    /// PTX for the family: prebuilt when found, else NVRTC (cached on disk). For an sm_90a family on a 9.0 device the
+    /// sm_90a build comes first (prebuilt or NVRTC 12+), ahead of a prebuilt compute_90 one.
+    /// </summary>
     public static string GetPtx(string family, int computeCapability, out string origin)
     {
+        if (computeCapability == 90 && Sm90aFamilies.Contains(family))
+        {
+            // the sm_90a build beats any other prebuilt PTX of the family: a prebuilt .sm_90a.ptx, else NVRTC 12+
+            var sm90a = PtxDirectories().Select(d => Path.Combine(d, $"{family}.sm_90a.ptx")).FirstOrDefault(File.Exists);
+            if (sm90a is not null)
+            {
+                origin = sm90a;
+                return File.ReadAllText(sm90a);
+            }
+            if (Nvrtc.TryLoad(out _) is { Version.Major: >= 12 } recent)
+                return CompileCached(recent, family, "compute_90a", out origin);
+        }
         var prebuilt = FindPrebuiltPtx(family, computeCapability);
         if (prebuilt is not null)
         {
@@ -82,9 +97,19 @@ public static class KernelSources
         }
         var nvrtc = Nvrtc.TryLoad(out var reason)
             ?? throw new LoRIException($"no PTX for kernel family '{family}': none was prebuilt (build/native/ptx, $LORI_PTX_DIR) and {reason}");
-        var arch = computeCapability >= 90 ? "compute_90" : "compute_80";
-        return CompileCached(nvrtc, family, arch, out origin);
+        return CompileCached(nvrtc, family, NvrtcArchitecture(family, computeCapability, nvrtc.Version.Major), out origin);
     }
+
+    /// <summary>
+    /// Families with sm_90a-only kernels (wgmma, TMA), guarded by LORI_SM90A (native/include/lori_sm90.cuh): on a
+    /// compute-capability-9.0 device they are compiled for compute_90a where the compiler knows it (NVRTC 12+).
+    /// </summary>
+    public static IReadOnlySet<string> Sm90aFamilies { get; } = new HashSet<string>(StringComparer.Ordinal) { "gemm_wgmma", "sm90_checks" };
+
+    /// <summary>The NVRTC target for a family on a device: compute_90a (see <see cref="Sm90aFamilies"/>), compute_90 or compute_80.</summary>
+    public static string NvrtcArchitecture(string family, int computeCapability, int nvrtcMajor) =>
+        computeCapability == 90 && nvrtcMajor >= 12 && Sm90aFamilies.Contains(family) ? "compute_90a"
+        : computeCapability >= 90 ? "compute_90" : "compute_80";
 
     /// <summary>Compiles one family with NVRTC through the disk cache ($LORI_CACHE or ~/.cache/lori/ptx).</summary>
     public static string CompileCached(Nvrtc nvrtc, string family, string arch, out string origin)

@@ -33,6 +33,10 @@ internal static unsafe partial class EmuApi
     [LibraryImport(Library)]
     public static partial CuResult lemu_launch(nint fn, uint gx, uint gy, uint gz, uint bx, uint by, uint bz,
                                                uint dynamicSmem, nint stream, void** args);
+    [LibraryImport(Library)]
+    public static partial CuResult lemu_tensor_map_encode_tiled(TensorMap* map, TensorMapDataType dataType, uint rank, ulong globalAddress,
+                                                                ulong* globalDim, ulong* globalStrides, uint* boxDim, uint* elementStrides,
+                                                                int interleave, TensorMapSwizzle swizzle, TensorMapL2Promotion l2Promotion, TensorMapOobFill oobFill);
     [LibraryImport(Library)] public static partial CuResult lemu_stream_create(out nint stream);
     [LibraryImport(Library)] public static partial CuResult lemu_stream_destroy(nint stream);
     [LibraryImport(Library)] public static partial CuResult lemu_stream_synchronize(nint stream);

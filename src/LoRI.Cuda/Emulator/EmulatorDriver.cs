@@ -12,16 +12,24 @@ namespace LoRI.Cuda.Emulator;
 public sealed unsafe class EmulatorDriver : ICudaDriver
 {
     /// <param name="threads">OS threads that run blocks (0: LORI_EMU_THREADS or the core count).</param>
-    public EmulatorDriver(int threads = 0)
+    /// <param name="computeCapability">What the emulator reports: 80 (default), or 90 to take the paths a Hopper
+    /// device takes (the sm_90a kernels run on their host twins: wgmma, mbarrier, the bulk tensor copy).</param>
+    public EmulatorDriver(int threads = 0, int computeCapability = 80)
     {
+        if (computeCapability is not (80 or 90))
+            throw new ArgumentOutOfRangeException(nameof(computeCapability), computeCapability, "80 or 90");
+        ComputeCapability = computeCapability;
         ThrowIfFailed(EmuApi.lemu_init());
         if (threads > 0) ThrowIfFailed(EmuApi.lemu_set_threads(threads));
     }
 
     public string DeviceName => $"LoRI CUDA emulator ({EmuApi.lemu_thread_count()} threads{(IsAddressSanitized ? ", AddressSanitizer" : "")})";
     public bool IsEmulator => true;
-    /// <summary>The emulator implements sm_80's instruction set (mma.sync, ldmatrix, cp.async), not sm_90a's.</summary>
-    public int ComputeCapability => 80;
+    /// <summary>
+    /// 80 unless asked for 90. The emulator implements sm_80's instructions (mma.sync, ldmatrix, cp.async) and
+    /// the sm_90a ones our kernels use (lori_sm90.cuh), not all of sm_90a.
+    /// </summary>
+    public int ComputeCapability { get; }
     public int MultiprocessorCount => EmuApi.lemu_thread_count();
     public int MaxDynamicSharedMemoryPerBlock => 227 * 1024;
     /// <summary>True when the loaded library is the AddressSanitizer build.</summary>
@@ -99,6 +107,26 @@ public sealed unsafe class EmulatorDriver : ICudaDriver
     }
 
     public void Synchronize() => ThrowIfFailed(EmuApi.lemu_ctx_synchronize());
+
+    public TensorMap EncodeTensorMapTiled(TensorMapDataType dataType, ulong globalAddress, ReadOnlySpan<ulong> globalDims, ReadOnlySpan<ulong> globalStrides,
+                                          ReadOnlySpan<uint> boxDims, ReadOnlySpan<uint> elementStrides, TensorMapSwizzle swizzle,
+                                          TensorMapL2Promotion l2Promotion, TensorMapOobFill oobFill)
+    {
+        if (globalDims.Length is < 1 or > 5 || boxDims.Length != globalDims.Length || elementStrides.Length != globalDims.Length
+            || globalStrides.Length != globalDims.Length - 1)
+            throw new ArgumentException($"tensor map: rank {globalDims.Length} with {globalStrides.Length} strides, {boxDims.Length} box and {elementStrides.Length} element-stride values");
+        // the map must be written to 64-byte aligned memory
+        var raw = stackalloc byte[128 + 64];
+        var map = (TensorMap*)(((nint)raw + 63) & ~(nint)63);
+        fixed (ulong* dims = globalDims, strides = globalStrides)
+        fixed (uint* box = boxDims, es = elementStrides)
+        {
+            ulong none = 0;
+            ThrowIfFailed(EmuApi.lemu_tensor_map_encode_tiled(map, dataType, (uint)globalDims.Length, globalAddress, dims, globalStrides.Length > 0 ? strides : &none,
+                                                              box, es, 0, swizzle, l2Promotion, oobFill));
+        }
+        return *map;
+    }
 
     CuResult ICudaDriver.ReleaseModule(nint module) => EmuApi.lemu_module_unload(module);
     CuResult ICudaDriver.ReleaseStream(nint stream) => EmuApi.lemu_stream_destroy(stream);

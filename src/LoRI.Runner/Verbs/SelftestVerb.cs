@@ -52,12 +52,17 @@ public static class SelftestVerb
                 w.WriteNumber("compute_capability", cuda.Driver.ComputeCapability);
                 w.WriteNumber("block_size", block);
                 w.WriteNumber("failed", failed);
+                w.WriteStartObject("wgmma");
+                w.WriteBoolean("active", cuda.WgmmaActive);
+                w.WriteString("status", cuda.WgmmaStatus);
+                w.WriteEndObject();
                 w.WriteStartArray("results");
                 foreach (var r in results)
                 {
                     w.WriteStartObject();
                     w.WriteString("name", r.Name);
                     w.WriteBoolean("passed", r.Passed);
+                    if (r.Skipped) w.WriteBoolean("skipped", true);
                     WriteNumberOrNull(w, "max_error", r.MaxError);
                     WriteNumberOrNull(w, "tolerance", r.Tolerance);
                     WriteNumberOrNull(w, "ms", r.Ms);
@@ -90,9 +95,10 @@ public static class SelftestVerb
         {
             Console.Out.WriteLine($"device: {cuda.Driver.DeviceName} (sm_{cuda.Driver.ComputeCapability}), block size {block}");
             foreach (var r in results)
-                Console.Out.WriteLine($"{(r.Passed ? "pass" : "FAIL"),-5} {r.Name,-42} max_error {r.MaxError,10:G3}  tol {r.Tolerance,10:G3}  {(double.IsNaN(r.Ms) ? "" : $"{r.Ms,9:F4} ms")}");
+                Console.Out.WriteLine($"{(r.Skipped ? "skip" : r.Passed ? "pass" : "FAIL"),-5} {r.Name,-42} max_error {r.MaxError,10:G3}  tol {r.Tolerance,10:G3}  {(double.IsNaN(r.Ms) ? "" : $"{r.Ms,9:F4} ms")}");
             foreach (var r in results.Where(r => !r.Passed))
                 Console.Out.WriteLine($"FAIL {r.Name}: {r.Detail}");
+            Console.Out.WriteLine($"wgmma GEMM: {(cuda.WgmmaActive ? "" : "not ")}active ({cuda.WgmmaStatus})");
             Console.Out.WriteLine($"{results.Count - failed} passed, {failed} failed");
         }
         return failed == 0 ? 0 : 1;

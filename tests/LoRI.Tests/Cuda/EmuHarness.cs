@@ -48,16 +48,25 @@ internal sealed class EmuHarness : IDisposable
         return Driver.GetFunction(m, name);
     }
 
-    /// <summary>Launches module.name; each argument is a ulong (device pointer), int, uint or float.</summary>
+    /// <summary>Launches module.name; each argument is a ulong (device pointer), int, uint, float or TensorMap.</summary>
     public unsafe void Launch(string module, string name, Dim3 grid, Dim3 block, int dynamicSmem, params object[] args)
     {
         var fn = Function(module, name);
         if (Driver is EmulatorDriver emu) Assert.That(emu.ParameterCount(fn), Is.EqualTo(args.Length), $"{name}: argument count");
         var values = stackalloc ulong[Math.Max(1, args.Length)];
         var pointers = stackalloc void*[Math.Max(1, args.Length)];
+        // tensor maps (by value, 128 bytes) from 64-byte aligned storage, as the driver wants them
+        var mapBytes = stackalloc byte[args.Length * 128 + 64];
+        var maps = (TensorMap*)(((nint)mapBytes + 63) & ~(nint)63);
         for (int i = 0; i < args.Length; i++)
         {
             values[i] = 0;
+            if (args[i] is TensorMap map)
+            {
+                maps[i] = map;
+                pointers[i] = &maps[i];
+                continue;
+            }
             switch (args[i])
             {
                 case ulong u: values[i] = u; break;

@@ -15,7 +15,7 @@ public partial class NvrtcCompileTests
         from arch in new[] { "compute_80", "compute_90" }
         select new TestCaseData(family, arch).SetName($"Compile_{family}_{arch}");
 
-    [GeneratedRegex(@"extern\s+""C""\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(")]
+    [GeneratedRegex(@"extern\s+""C""\s+__global__\s+(?:__launch_bounds__\([^)]*\)\s+)?void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\s*\(")]
     private static partial Regex KernelDeclaration();
 
     [GeneratedRegex(@"\.entry\s+(\w+)\s*\(")]
@@ -46,6 +46,32 @@ public partial class NvrtcCompileTests
         Assert.That(entries, Is.EquivalentTo(expected), "PTX entries vs the source's extern \"C\" kernels");
         Assert.That(ptx, Does.Contain($".target sm_{arch["compute_".Length..]}"));
     }
+
+    [Test]
+    public void Sm90aFamilies_TargetCompute90aOnlyOnHopperWithNvrtc12()
+    {
+        Assert.That(KernelSources.NvrtcArchitecture("gemm_wgmma", 90, 13), Is.EqualTo("compute_90a"));
+        Assert.That(KernelSources.NvrtcArchitecture("gemm_wgmma", 90, 12), Is.EqualTo("compute_90a"));
+        Assert.That(KernelSources.NvrtcArchitecture("gemm_wgmma", 90, 11), Is.EqualTo("compute_90"));
+        Assert.That(KernelSources.NvrtcArchitecture("gemm_wgmma", 89, 13), Is.EqualTo("compute_80"));
+        Assert.That(KernelSources.NvrtcArchitecture("gemm_wgmma", 100, 13), Is.EqualTo("compute_90"));
+        Assert.That(KernelSources.NvrtcArchitecture("gemm_tc", 90, 13), Is.EqualTo("compute_90"));
+    }
+
+    /// <summary>The sm_90a build of every such family, where NVRTC is 12 or newer (11.8 knows no sm_90a).</summary>
+    [TestCaseSource(nameof(Sm90aCases))]
+    public void CompileSm90a(string family)
+    {
+        var nvrtc = Nvrtc.TryLoad(out var reason);
+        if (nvrtc is null) Assert.Ignore(reason);
+        if (nvrtc!.Version.Major < 12) Assert.Ignore($"{nvrtc.LibraryName} is NVRTC {nvrtc.Version}: compute_90a needs 12+");
+        var ptx = nvrtc.CompileToPtx(KernelSources.Source(family), family + ".cu", KernelSources.Headers, KernelSources.NvrtcOptions("compute_90a"), out _);
+        Assert.That(ptx, Does.Contain(".target sm_90a"));
+        Assert.That(ptx, Does.Contain("wgmma.mma_async"));
+    }
+
+    public static IEnumerable<TestCaseData> Sm90aCases() =>
+        KernelSources.Sm90aFamilies.Order(StringComparer.Ordinal).Select(f => new TestCaseData(f).SetName($"CompileSm90a_{f}"));
 
     [Test]
     public void CompileCached_WritesAndReusesTheCache()
