@@ -16,7 +16,7 @@
 // 16-byte aligned x and W (16-byte cp.async with src-size 0 or 16); gemm_tc_bf16_ragged takes any K and
 // alignment, staging the tiles through registers with per-element predicates.
 // Grid (ceil(M/128), ceil(N/128)), block 256, dynamic shared memory GEMM_TC_SMEM_BYTES (61,440).
-#include "../include/lori_cuda.cuh"
+#include "../include/lori_mma_tile.cuh"
 
 #define GTC_BM 128
 #define GTC_BN 128
@@ -26,11 +26,27 @@
 #define GTC_THREADS 256
 #define GTC_STAGE_ELEMS ((GTC_BM + GTC_BN) * GTC_LDS)
 
-struct __align__(16) gtc_u32x4 { u32 x, y, z, w; };
+// One (activation, weight) source of the K loop: weight rows 0 .. m - 1 from w, rows m .. m + m2 - 1 from w2
+// (m2 = 0: w alone).
+struct gtc_source
+{
+    const bf16* x;
+    const bf16* w;
+    const bf16* w2;
+    int m, m2, k, tiles;
+};
 
-// Fills one stage: A (x rows row0..) then B (W rows col0..), 8-element chunks, 4 chunks per row.
+__device__ __forceinline__ gtc_source gtc_src(const bf16* x, const bf16* w, const bf16* w2, int m, int m2, int k)
+{
+    gtc_source s;
+    s.x = x; s.w = w; s.w2 = w2; s.m = m; s.m2 = m2; s.k = k; s.tiles = (k + GTC_BK - 1) / GTC_BK;
+    return s;
+}
+
+// Fills one stage from s at K offset k0: A (x rows row0..) then B (weight rows col0..), 8-element chunks, 4 chunks
+// per row.
 template <bool ALIGNED>
-__device__ __forceinline__ void gtc_load_stage(bf16* stage, const bf16* x, const bf16* w, int n, int m, int k, int row0, int col0, int k0)
+__device__ __forceinline__ void gtc_load_stage(bf16* stage, const gtc_source& s, int n, int row0, int col0, int k0)
 {
     for (int c = threadIdx.x; c < (GTC_BM + GTC_BN) * (GTC_BK / 8); c += GTC_THREADS)
     {
@@ -38,54 +54,57 @@ __device__ __forceinline__ void gtc_load_stage(bf16* stage, const bf16* x, const
         const int cc = is_a ? c : c - GTC_BM * (GTC_BK / 8);
         const int r = cc >> 2, kc = (cc & 3) * 8;
         const int grow = (is_a ? row0 : col0) + r;
-        const int limit = is_a ? n : m;
-        const bf16* src = is_a ? x : w;
+        // the row's address, or null past the matrix
+        const bf16* src = 0;
+        if (is_a) { if (grow < n) src = s.x + (long long)grow * s.k; }
+        else if (grow < s.m) src = s.w + (long long)grow * s.k;
+        else if (grow < s.m + s.m2) src = s.w2 + (long long)(grow - s.m) * s.k;
         bf16* dst = stage + (is_a ? 0 : GTC_BM * GTC_LDS) + r * GTC_LDS + kc;
         const int gk = k0 + kc;
         if (ALIGNED)
         {
             // K % 8 == 0: a chunk is wholly inside or wholly outside the matrix
-            const bool inside = grow < limit && gk < k;
-            cp_async_16(dst, inside ? src + (long long)grow * k + gk : src, inside ? 16 : 0);
+            const bool inside = src && gk < s.k;
+            cp_async_16(dst, inside ? src + gk : s.x, inside ? 16 : 0);
         }
-        else
-        {
-            u32 v[4];
-            for (int e = 0; e < 4; e++)
-            {
-                bf16 lo = 0, hi = 0;
-                if (grow < limit)
-                {
-                    const bf16* p = src + (long long)grow * k;
-                    if (gk + 2 * e < k) lo = p[gk + 2 * e];
-                    if (gk + 2 * e + 1 < k) hi = p[gk + 2 * e + 1];
-                }
-                v[e] = pack_bf16x2(lo, hi);
-            }
-            gtc_u32x4 q;
-            q.x = v[0]; q.y = v[1]; q.z = v[2]; q.w = v[3];
-            *reinterpret_cast<gtc_u32x4*>(dst) = q;
-        }
+        else mma_tile_load8_row(dst, src, s.k, gk);
     }
 }
 
+// The K tiles of one source.
 template <bool ALIGNED>
-__device__ __forceinline__ void gemm_tc_impl(const bf16* x, const bf16* w, float* y, int n, int m, int k, float alpha, int accumulate)
+struct gtc_tiles1
 {
-    LORI_DYNAMIC_SHARED(bf16, smem);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int wm = warp >> 2, wn = warp & 3;
-    const int row0 = blockIdx.y * GTC_BM, col0 = blockIdx.x * GTC_BN;
-    const int tiles = (k + GTC_BK - 1) / GTC_BK;
+    gtc_source s;
+    int n, row0, col0;
 
-    float acc[4][4][4];
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++)
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
+    __device__ __forceinline__ void operator()(bf16* stage, int kt) const { gtc_load_stage<ALIGNED>(stage, s, n, row0, col0, kt * GTC_BK); }
+};
+
+// The K tiles of the concatenation: those of s0 first, then those of s1.
+template <bool ALIGNED>
+struct gtc_tiles2
+{
+    gtc_source s0, s1;
+    int n, row0, col0;
+
+    __device__ __forceinline__ void operator()(bf16* stage, int kt) const
+    {
+        if (kt < s0.tiles) gtc_load_stage<ALIGNED>(stage, s0, n, row0, col0, kt * GTC_BK);
+        else gtc_load_stage<ALIGNED>(stage, s1, n, row0, col0, (kt - s0.tiles) * GTC_BK);
+    }
+};
+
+// The main loop of every kernel here: acc = the block's 128 x 128 tile of A B^T over K tiles 0 .. tiles - 1, where
+// load(stage, kt) issues the loads of K tile kt into one stage (A rows, then B rows) of the cp.async ring.
+template <class Load>
+__device__ __forceinline__ void gtc_main_loop(float acc[4][4][4], bf16* smem, int tiles, int wm, int wn, int lane, const Load& load)
+{
+    mma_tile_zero(acc);
 
     for (int s = 0; s < GTC_STAGES - 1; s++)
     {
-        if (s < tiles) gtc_load_stage<ALIGNED>(smem + s * GTC_STAGE_ELEMS, x, w, n, m, k, row0, col0, s * GTC_BK);
+        if (s < tiles) load(smem + s * GTC_STAGE_ELEMS, s);
         cp_async_commit();
     }
 
@@ -95,7 +114,7 @@ __device__ __forceinline__ void gemm_tc_impl(const bf16* x, const bf16* w, float
         cp_async_wait<GTC_STAGES - 2>();
         __syncthreads();  // tile kt visible to every warp; every warp is done with tile kt - 1's stage
         const int pf = kt + GTC_STAGES - 1;
-        if (pf < tiles) gtc_load_stage<ALIGNED>(smem + (pf % GTC_STAGES) * GTC_STAGE_ELEMS, x, w, n, m, k, row0, col0, pf * GTC_BK);
+        if (pf < tiles) load(smem + (pf % GTC_STAGES) * GTC_STAGE_ELEMS, pf);
         cp_async_commit();
 
         const bf16* sa = smem + (kt % GTC_STAGES) * GTC_STAGE_ELEMS;
@@ -103,36 +122,27 @@ __device__ __forceinline__ void gemm_tc_impl(const bf16* x, const bf16* w, float
         for (int kk = 0; kk < GTC_BK; kk += 16)
         {
             u32 af[4][4], bfrag[4][2];
-            for (int i = 0; i < 4; i++)
-                ldmatrix_x4(af[i], sa + (wm * 64 + i * 16 + (lane & 15)) * GTC_LDS + kk + (lane >> 4) * 8);
-            for (int j2 = 0; j2 < 2; j2++)
-            {
-                // matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
-                u32 r[4];
-                ldmatrix_x4(r, sb + (wn * 32 + j2 * 16 + (lane >> 4) * 8 + (lane & 7)) * GTC_LDS + kk + ((lane >> 3) & 1) * 8);
-                bfrag[2 * j2][0] = r[0];
-                bfrag[2 * j2][1] = r[1];
-                bfrag[2 * j2 + 1][0] = r[2];
-                bfrag[2 * j2 + 1][1] = r[3];
-            }
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) mma_m16n8k16_bf16(acc[i][j], af[i], bfrag[j], acc[i][j]);
+            mma_tile_frags_nt(af, bfrag, sa, sb, GTC_LDS, kk, wm, wn, lane);
+            mma_tile_step(acc, af, bfrag);
         }
     }
     cp_async_wait<0>();
+}
 
-    // accumulator fragment: e 0,1 at (row g, cols 2t, 2t+1), e 2,3 at row g + 8
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++)
-            for (int e = 0; e < 4; e++)
-            {
-                const int r = row0 + wm * 64 + i * 16 + (lane >> 2) + (e >> 1) * 8;
-                const int c = col0 + wn * 32 + j * 8 + (lane & 3) * 2 + (e & 1);
-                if (r >= n || c >= m) continue;
-                float* out = y + (long long)r * m + c;
-                const float v = alpha * acc[i][j][e];
-                *out = accumulate ? *out + v : v;
-            }
+template <bool ALIGNED>
+__device__ __forceinline__ void gemm_tc_impl(const bf16* x, const bf16* w, float* y, int n, int m, int k, float alpha, int accumulate)
+{
+    LORI_DYNAMIC_SHARED(bf16, smem);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int wm = warp >> 2, wn = warp & 3;
+    const int row0 = blockIdx.y * GTC_BM, col0 = blockIdx.x * GTC_BN;
+
+    gtc_tiles1<ALIGNED> load;
+    load.s = gtc_src(x, w, w, m, 0, k); load.n = n; load.row0 = row0; load.col0 = col0;
+    float acc[4][4][4];
+    gtc_main_loop(acc, smem, load.s.tiles, wm, wn, lane, load);
+
+    mma_tile_store(y, acc, row0, col0, wm, wn, lane, n, m, alpha, accumulate);
 }
 
 extern "C" __global__ void gemm_tc_bf16(const bf16* x, const bf16* w, float* y, int n, int m, int k, float alpha, int accumulate)
@@ -165,66 +175,29 @@ LORI_KERNEL(gemm_tc_bf16_ragged)
 // Grid (ceil((M + R_out) / 128), ceil(N / 128)) with R_out = R for the shrink kernel and 0 for the K-concat one;
 // block 256, dynamic shared memory GEMM_TC_SMEM_BYTES.
 
-// One (activation, weight) source of the K loop: weight rows 0 .. m - 1 from w, rows m .. m + m2 - 1 from w2.
-struct gtc_source
+// The two-source GEMM's epilogue: columns < m of the product go to y (alpha, accumulate), columns m .. m + r_out - 1
+// to u (bf16, times scale).
+struct gtc_split_out
 {
-    const bf16* x;
-    const bf16* w;
-    const bf16* w2;
-    int m, m2, k, tiles;
+    float* y;
+    bf16* u;
+    int n, m, r_out;
+    float alpha, scale;
+    int accumulate;
+
+    __device__ __forceinline__ void operator()(int r, int c, float v) const
+    {
+        if (r >= n) return;
+        if (c < m)
+        {
+            float* out = y + (long long)r * m + c;
+            const float a = alpha * v;
+            *out = accumulate ? *out + a : a;
+        }
+        else if (c < m + r_out) u[(long long)r * r_out + (c - m)] = float_to_bf16(scale * v);
+    }
 };
 
-template <bool ALIGNED>
-__device__ __forceinline__ void gtc_load_stage_src(bf16* stage, const gtc_source& s, int n, int row0, int col0, int k0)
-{
-    for (int c = threadIdx.x; c < (GTC_BM + GTC_BN) * (GTC_BK / 8); c += GTC_THREADS)
-    {
-        const bool is_a = c < GTC_BM * (GTC_BK / 8);
-        const int cc = is_a ? c : c - GTC_BM * (GTC_BK / 8);
-        const int r = cc >> 2, kc = (cc & 3) * 8;
-        const int grow = (is_a ? row0 : col0) + r;
-        // the row's address, or null past the matrix
-        const bf16* src = 0;
-        if (is_a) { if (grow < n) src = s.x + (long long)grow * s.k; }
-        else if (grow < s.m) src = s.w + (long long)grow * s.k;
-        else if (grow < s.m + s.m2) src = s.w2 + (long long)(grow - s.m) * s.k;
-        bf16* dst = stage + (is_a ? 0 : GTC_BM * GTC_LDS) + r * GTC_LDS + kc;
-        const int gk = k0 + kc;
-        if (ALIGNED)
-        {
-            const bool inside = src && gk < s.k;
-            cp_async_16(dst, inside ? src + gk : s.x, inside ? 16 : 0);
-        }
-        else
-        {
-            u32 v[4];
-            for (int e = 0; e < 4; e++)
-            {
-                bf16 lo = 0, hi = 0;
-                if (src)
-                {
-                    if (gk + 2 * e < s.k) lo = src[gk + 2 * e];
-                    if (gk + 2 * e + 1 < s.k) hi = src[gk + 2 * e + 1];
-                }
-                v[e] = pack_bf16x2(lo, hi);
-            }
-            gtc_u32x4 q;
-            q.x = v[0]; q.y = v[1]; q.z = v[2]; q.w = v[3];
-            *reinterpret_cast<gtc_u32x4*>(dst) = q;
-        }
-    }
-}
-
-// K tile kt of the concatenation: tiles of s0 first, then those of s1.
-template <bool ALIGNED>
-__device__ __forceinline__ void gtc_load_tile2(bf16* stage, const gtc_source& s0, const gtc_source& s1, int n, int row0, int col0, int kt)
-{
-    if (kt < s0.tiles) gtc_load_stage_src<ALIGNED>(stage, s0, n, row0, col0, kt * GTC_BK);
-    else gtc_load_stage_src<ALIGNED>(stage, s1, n, row0, col0, (kt - s0.tiles) * GTC_BK);
-}
-
-// The two-source GEMM: columns < m of the product go to y (alpha, accumulate), columns m .. m + r_out - 1 to
-// u (bf16, times scale).
 template <bool ALIGNED>
 __device__ __forceinline__ void gemm_tc2_impl(const gtc_source s0, const gtc_source s1, float* y, bf16* u, int n, int m, int r_out,
                                               float alpha, float scale, int accumulate)
@@ -233,71 +206,15 @@ __device__ __forceinline__ void gemm_tc2_impl(const gtc_source s0, const gtc_sou
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int wm = warp >> 2, wn = warp & 3;
     const int row0 = blockIdx.y * GTC_BM, col0 = blockIdx.x * GTC_BN;
-    const int tiles = s0.tiles + s1.tiles;
 
+    gtc_tiles2<ALIGNED> load;
+    load.s0 = s0; load.s1 = s1; load.n = n; load.row0 = row0; load.col0 = col0;
     float acc[4][4][4];
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++)
-            for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
+    gtc_main_loop(acc, smem, s0.tiles + s1.tiles, wm, wn, lane, load);
 
-    for (int s = 0; s < GTC_STAGES - 1; s++)
-    {
-        if (s < tiles) gtc_load_tile2<ALIGNED>(smem + s * GTC_STAGE_ELEMS, s0, s1, n, row0, col0, s);
-        cp_async_commit();
-    }
-
-    for (int kt = 0; kt < tiles; kt++)
-    {
-        cp_async_wait<GTC_STAGES - 2>();
-        __syncthreads();
-        const int pf = kt + GTC_STAGES - 1;
-        if (pf < tiles) gtc_load_tile2<ALIGNED>(smem + (pf % GTC_STAGES) * GTC_STAGE_ELEMS, s0, s1, n, row0, col0, pf);
-        cp_async_commit();
-
-        const bf16* sa = smem + (kt % GTC_STAGES) * GTC_STAGE_ELEMS;
-        const bf16* sb = sa + GTC_BM * GTC_LDS;
-        for (int kk = 0; kk < GTC_BK; kk += 16)
-        {
-            u32 af[4][4], bfrag[4][2];
-            for (int i = 0; i < 4; i++)
-                ldmatrix_x4(af[i], sa + (wm * 64 + i * 16 + (lane & 15)) * GTC_LDS + kk + (lane >> 4) * 8);
-            for (int j2 = 0; j2 < 2; j2++)
-            {
-                u32 r[4];
-                ldmatrix_x4(r, sb + (wn * 32 + j2 * 16 + (lane >> 4) * 8 + (lane & 7)) * GTC_LDS + kk + ((lane >> 3) & 1) * 8);
-                bfrag[2 * j2][0] = r[0];
-                bfrag[2 * j2][1] = r[1];
-                bfrag[2 * j2 + 1][0] = r[2];
-                bfrag[2 * j2 + 1][1] = r[3];
-            }
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) mma_m16n8k16_bf16(acc[i][j], af[i], bfrag[j], acc[i][j]);
-        }
-    }
-    cp_async_wait<0>();
-
-    for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++)
-            for (int e = 0; e < 4; e++)
-            {
-                const int r = row0 + wm * 64 + i * 16 + (lane >> 2) + (e >> 1) * 8;
-                const int c = col0 + wn * 32 + j * 8 + (lane & 3) * 2 + (e & 1);
-                if (r >= n) continue;
-                if (c < m)
-                {
-                    float* out = y + (long long)r * m + c;
-                    const float v = alpha * acc[i][j][e];
-                    *out = accumulate ? *out + v : v;
-                }
-                else if (c < m + r_out) u[(long long)r * r_out + (c - m)] = float_to_bf16(scale * acc[i][j][e]);
-            }
-}
-
-__device__ __forceinline__ gtc_source gtc_src(const bf16* x, const bf16* w, const bf16* w2, int m, int m2, int k)
-{
-    gtc_source s;
-    s.x = x; s.w = w; s.w2 = w2; s.m = m; s.m2 = m2; s.k = k; s.tiles = (k + GTC_BK - 1) / GTC_BK;
-    return s;
+    gtc_split_out out;
+    out.y = y; out.u = u; out.n = n; out.m = m; out.r_out = r_out; out.alpha = alpha; out.scale = scale; out.accumulate = accumulate;
+    mma_tile_each(acc, row0, col0, wm, wn, lane, out);
 }
 
 template <bool ALIGNED>

@@ -61,6 +61,41 @@ __device__ __forceinline__ int la_stage_t(const float* t, float* ts, int n, int 
     return cnt;
 }
 
+// One warp's expansion of output row o for the LA_TOKENS staged rows of t (ts [8][R]): acc[q] += B[o, j] ts[q, j]
+// over the lane's share of row o, B dense [Out, R] or compact (only the live entries).
+__device__ __forceinline__ void la_expand_row_dense(float acc[LA_TOKENS], const float* b, const float* ts, int o, int rank, int lane)
+{
+    for (int j = lane; j < rank; j += 32)
+    {
+        const float bv = b[(long long)o * rank + j];
+        for (int q = 0; q < LA_TOKENS; q++) acc[q] += bv * ts[q * rank + j];
+    }
+}
+
+__device__ __forceinline__ void la_expand_row_compact(float acc[LA_TOKENS], const int* row_start, const unsigned char* cols, const float* values,
+                                                      const float* ts, int o, int rank, int lane)
+{
+    for (int e = row_start[o] + lane; e < row_start[o + 1]; e += 32)
+    {
+        const float bv = values[e];
+        const int j = cols[e];
+        for (int q = 0; q < LA_TOKENS; q++) acc[q] += bv * ts[q * rank + j];
+    }
+}
+
+// Sums acc over the warp and adds token q's sum to yr[q, o] (yr: y's row of the first staged token), lane q
+// writing it, for q < cnt and o < out. Every lane of the warp calls it.
+__device__ __forceinline__ void la_expand_store(float acc[LA_TOKENS], float* yr, int o, int out, int cnt, int lane)
+{
+    for (int q = 0; q < LA_TOKENS; q++) acc[q] = warp_sum(acc[q]);
+    if (o < out && lane < cnt)
+    {
+        float v = 0.f;
+        for (int q = 0; q < LA_TOKENS; q++) v = q == lane ? acc[q] : v;
+        yr[(long long)lane * out + o] += v;
+    }
+}
+
 extern "C" __global__ void lora_expand_dense(const float* t, const float* b, float* y, int n, int out, int rank)
 {
     LORI_DYNAMIC_SHARED(float, ts);
@@ -69,19 +104,8 @@ extern "C" __global__ void lora_expand_dense(const float* t, const float* b, flo
     const int o = blockIdx.x * 8 + warp, n0 = blockIdx.y * LA_TOKENS;
     float acc[LA_TOKENS];
     for (int q = 0; q < LA_TOKENS; q++) acc[q] = 0.f;
-    if (o < out)
-        for (int j = lane; j < rank; j += 32)
-        {
-            const float bv = b[(long long)o * rank + j];
-            for (int q = 0; q < LA_TOKENS; q++) acc[q] += bv * ts[q * rank + j];
-        }
-    for (int q = 0; q < LA_TOKENS; q++) acc[q] = warp_sum(acc[q]);
-    if (o < out && lane < cnt)
-    {
-        float v = 0.f;
-        for (int q = 0; q < LA_TOKENS; q++) v = q == lane ? acc[q] : v;
-        y[(long long)(n0 + lane) * out + o] += v;
-    }
+    if (o < out) la_expand_row_dense(acc, b, ts, o, rank, lane);
+    la_expand_store(acc, y + (long long)n0 * out, o, out, cnt, lane);
 }
 LORI_KERNEL(lora_expand_dense)
 
@@ -94,20 +118,8 @@ extern "C" __global__ void lora_expand_compact(const float* t, const int* row_st
     const int o = blockIdx.x * 8 + warp, n0 = blockIdx.y * LA_TOKENS;
     float acc[LA_TOKENS];
     for (int q = 0; q < LA_TOKENS; q++) acc[q] = 0.f;
-    if (o < out)
-        for (int e = row_start[o] + lane; e < row_start[o + 1]; e += 32)
-        {
-            const float bv = values[e];
-            const int j = cols[e];
-            for (int q = 0; q < LA_TOKENS; q++) acc[q] += bv * ts[q * rank + j];
-        }
-    for (int q = 0; q < LA_TOKENS; q++) acc[q] = warp_sum(acc[q]);
-    if (o < out && lane < cnt)
-    {
-        float v = 0.f;
-        for (int q = 0; q < LA_TOKENS; q++) v = q == lane ? acc[q] : v;
-        y[(long long)(n0 + lane) * out + o] += v;
-    }
+    if (o < out) la_expand_row_compact(acc, row_start, cols, values, ts, o, rank, lane);
+    la_expand_store(acc, y + (long long)n0 * out, o, out, cnt, lane);
 }
 LORI_KERNEL(lora_expand_compact)
 
@@ -139,27 +151,10 @@ extern "C" __global__ void lora_apply_fused(const float* x, const float* a, cons
         for (int q = 0; q < LA_TOKENS; q++) acc[q] = 0.f;
         if (o < out)
         {
-            if (form == 0)
-                for (int j = lane; j < rank; j += 32)
-                {
-                    const float bv = b[(long long)o * rank + j];
-                    for (int q = 0; q < LA_TOKENS; q++) acc[q] += bv * ts[q * rank + j];
-                }
-            else
-                for (int e = row_start[o] + lane; e < row_start[o + 1]; e += 32)
-                {
-                    const float bv = values[e];
-                    const int j = cols[e];
-                    for (int q = 0; q < LA_TOKENS; q++) acc[q] += bv * ts[q * rank + j];
-                }
+            if (form == 0) la_expand_row_dense(acc, b, ts, o, rank, lane);
+            else la_expand_row_compact(acc, row_start, cols, values, ts, o, rank, lane);
         }
-        for (int q = 0; q < LA_TOKENS; q++) acc[q] = warp_sum(acc[q]);
-        if (o < out && lane < n)
-        {
-            float v = 0.f;
-            for (int q = 0; q < LA_TOKENS; q++) v = q == lane ? acc[q] : v;
-            y[(long long)lane * out + o] += v;
-        }
+        la_expand_store(acc, y, o, out, n, lane);
     }
 }
 LORI_KERNEL(lora_apply_fused)

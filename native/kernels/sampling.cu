@@ -49,38 +49,45 @@ extern "C" __global__ void argmax_rows(const float* logits, int vocab, int* out)
 }
 LORI_KERNEL(argmax_rows)
 
-extern "C" __global__ void sample_top_p(const float* logits, int vocab, float temperature, float top_p, const float* uniforms, int* out)
+// The pieces both samplers share, with p_j = exp((row[j] - mx) * inv_t). Block-wide: every thread calls them.
+
+// The row's largest logit.
+__device__ __forceinline__ float smp_row_max(const float* row, int vocab, float* scratch)
 {
-    __shared__ float scratch[32];
-    __shared__ float chunk_mass[1024];
-    const float* row = logits + (long long)blockIdx.x * vocab;
     float mx = -__int_as_float(0x7f800000);
     for (int j = threadIdx.x; j < vocab; j += blockDim.x) mx = fmaxf(mx, row[j]);
-    mx = block_max(mx, scratch);
-    const float inv_t = 1.0f / temperature;
-    float z = 0.f;
-    for (int j = threadIdx.x; j < vocab; j += blockDim.x) z += expf((row[j] - mx) * inv_t);
-    z = block_sum(z, scratch);
-    const float target = top_p * z;
+    return block_max(mx, scratch);
+}
 
-    // largest tau (as float bits) with mass(p >= tau) >= target; mass(p >= 0) = z >= target always
-    unsigned lo = 0u, hi = 0x3f800001u;  // p <= 1 (the max has p = 1)
+// The mass of the tokens with p_j >= tau.
+__device__ __forceinline__ float smp_mass_at_least(const float* row, int vocab, float mx, float inv_t, float tau, float* scratch)
+{
+    float mass = 0.f;
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x)
+    {
+        const float p = expf((row[j] - mx) * inv_t);
+        if (p >= tau) mass += p;
+    }
+    return block_sum(mass, scratch);
+}
+
+// The largest tau (as float bits, searched from lo up; p <= 1, the max has p = 1) with mass(p >= tau) >= target;
+// mass(p >= tau(lo)) >= target must hold.
+__device__ __forceinline__ unsigned smp_bisect_mass(const float* row, int vocab, float mx, float inv_t, unsigned lo, float target, float* scratch)
+{
+    unsigned hi = 0x3f800001u;
     while (hi - lo > 1u)
     {
         const unsigned mid = lo + (hi - lo) / 2u;
-        const float tau = __uint_as_float(mid);
-        float mass = 0.f;
-        for (int j = threadIdx.x; j < vocab; j += blockDim.x)
-        {
-            const float p = expf((row[j] - mx) * inv_t);
-            if (p >= tau) mass += p;
-        }
-        mass = block_sum(mass, scratch);
-        if (mass >= target) lo = mid; else hi = mid;
+        if (smp_mass_at_least(row, vocab, mx, inv_t, __uint_as_float(mid), scratch) >= target) lo = mid; else hi = mid;
     }
-    const float tau = __uint_as_float(lo);
+    return lo;
+}
 
-    // each thread owns one contiguous chunk of the vocabulary; prefix sums over chunks find the token
+// Each thread owns one contiguous chunk of the vocabulary and writes its nucleus (p_j >= tau) mass to
+// chunk_mass[threadIdx.x]; returns the chunk length (after a barrier: every chunk's mass is visible).
+__device__ __forceinline__ int smp_chunk_masses(const float* row, int vocab, float mx, float inv_t, float tau, float* chunk_mass)
+{
     const int chunk = (vocab + blockDim.x - 1) / blockDim.x;
     const int begin = threadIdx.x * chunk;
     const int end = min(vocab, begin + chunk);
@@ -92,30 +99,51 @@ extern "C" __global__ void sample_top_p(const float* logits, int vocab, float te
     }
     chunk_mass[threadIdx.x] = mine;
     __syncthreads();
-    if (threadIdx.x == 0)
+    return chunk;
+}
+
+// One thread, after smp_chunk_masses: the first nucleus token in index order at which the running sum of nucleus
+// p_j exceeds u * (nucleus mass); prefix sums over the chunks skip to the chunk that holds it.
+__device__ __forceinline__ int smp_pick(const float* row, int vocab, float mx, float inv_t, float tau, int chunk, const float* chunk_mass, float u)
+{
+    float total = 0.f;
+    for (int c = 0; c < (int)blockDim.x; c++) total += chunk_mass[c];
+    const float goal = u * total;
+    float run = 0.f;
+    int chosen = -1;
+    for (int c = 0; c < (int)blockDim.x && chosen < 0; c++)
     {
-        float total = 0.f;
-        for (int c = 0; c < (int)blockDim.x; c++) total += chunk_mass[c];
-        const float goal = uniforms[blockIdx.x] * total;
-        float run = 0.f;
-        int chosen = -1;
-        for (int c = 0; c < (int)blockDim.x && chosen < 0; c++)
+        if (run + chunk_mass[c] <= goal) { run += chunk_mass[c]; continue; }
+        const int b = c * chunk, e = min(vocab, b + chunk);
+        for (int j = b; j < e; j++)
         {
-            if (run + chunk_mass[c] <= goal) { run += chunk_mass[c]; continue; }
-            const int b = c * chunk, e = min(vocab, b + chunk);
-            for (int j = b; j < e; j++)
-            {
-                const float p = expf((row[j] - mx) * inv_t);
-                if (p < tau) continue;
-                run += p;
-                if (run > goal) { chosen = j; break; }
-            }
+            const float p = expf((row[j] - mx) * inv_t);
+            if (p < tau) continue;
+            run += p;
+            if (run > goal) { chosen = j; break; }
         }
-        // rounding left the goal unreached: the last token of the nucleus
-        for (int j = vocab - 1; j >= 0 && chosen < 0; j--)
-            if (expf((row[j] - mx) * inv_t) >= tau) chosen = j;
-        out[blockIdx.x] = chosen >= 0 ? chosen : 0;
     }
+    // rounding left the goal unreached: the last token of the nucleus
+    for (int j = vocab - 1; j >= 0 && chosen < 0; j--)
+        if (expf((row[j] - mx) * inv_t) >= tau) chosen = j;
+    return chosen >= 0 ? chosen : 0;
+}
+
+extern "C" __global__ void sample_top_p(const float* logits, int vocab, float temperature, float top_p, const float* uniforms, int* out)
+{
+    __shared__ float scratch[32];
+    __shared__ float chunk_mass[1024];
+    const float* row = logits + (long long)blockIdx.x * vocab;
+    const float mx = smp_row_max(row, vocab, scratch);
+    const float inv_t = 1.0f / temperature;
+    float z = 0.f;
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) z += expf((row[j] - mx) * inv_t);
+    z = block_sum(z, scratch);
+
+    // mass(p >= 0) = z >= top_p z always
+    const float tau = __uint_as_float(smp_bisect_mass(row, vocab, mx, inv_t, 0u, top_p * z, scratch));
+    const int chunk = smp_chunk_masses(row, vocab, mx, inv_t, tau, chunk_mass);
+    if (threadIdx.x == 0) out[blockIdx.x] = smp_pick(row, vocab, mx, inv_t, tau, chunk, chunk_mass, uniforms[blockIdx.x]);
 }
 LORI_KERNEL(sample_top_p)
 
@@ -141,9 +169,7 @@ extern "C" __global__ void sample_rows(const float* logits, int vocab, float tem
     __shared__ float scratch[32];
     __shared__ float chunk_mass[1024];
     const float* row = logits + (long long)blockIdx.x * vocab;
-    float mx = -__int_as_float(0x7f800000);
-    for (int j = threadIdx.x; j < vocab; j += blockDim.x) mx = fmaxf(mx, row[j]);
-    mx = block_max(mx, scratch);
+    const float mx = smp_row_max(row, vocab, scratch);
     const float inv_t = 1.0f / temperature;
 
     // lo: the threshold's float bits; p <= 1 (the max has p = 1), so 0x3f800001 bounds every search from above
@@ -164,64 +190,12 @@ extern "C" __global__ void sample_rows(const float* logits, int vocab, float tem
     }
     if (top_p < 1.f)
     {
-        const float tau_k = __uint_as_float(lo);
-        float kept = 0.f;
-        for (int j = threadIdx.x; j < vocab; j += blockDim.x)
-        {
-            const float p = expf((row[j] - mx) * inv_t);
-            if (p >= tau_k) kept += p;
-        }
-        const float target = top_p * block_sum(kept, scratch);
-        unsigned hi = 0x3f800001u;
-        while (hi - lo > 1u)
-        {
-            const unsigned mid = lo + (hi - lo) / 2u;
-            const float tau = __uint_as_float(mid);
-            float mass = 0.f;
-            for (int j = threadIdx.x; j < vocab; j += blockDim.x)
-            {
-                const float p = expf((row[j] - mx) * inv_t);
-                if (p >= tau) mass += p;
-            }
-            mass = block_sum(mass, scratch);
-            if (mass >= target) lo = mid; else hi = mid;
-        }
+        const float kept = smp_mass_at_least(row, vocab, mx, inv_t, __uint_as_float(lo), scratch);
+        lo = smp_bisect_mass(row, vocab, mx, inv_t, lo, top_p * kept, scratch);
     }
     const float tau = __uint_as_float(lo);
-
-    const int chunk = (vocab + blockDim.x - 1) / blockDim.x;
-    const int begin = threadIdx.x * chunk;
-    const int end = min(vocab, begin + chunk);
-    float mine = 0.f;
-    for (int j = begin; j < end; j++)
-    {
-        const float p = expf((row[j] - mx) * inv_t);
-        if (p >= tau) mine += p;
-    }
-    chunk_mass[threadIdx.x] = mine;
-    __syncthreads();
+    const int chunk = smp_chunk_masses(row, vocab, mx, inv_t, tau, chunk_mass);
     if (threadIdx.x == 0)
-    {
-        float total = 0.f;
-        for (int c = 0; c < (int)blockDim.x; c++) total += chunk_mass[c];
-        const float goal = sr_uniform(seed, slots[blockIdx.x], positions[blockIdx.x] + 1) * total;
-        float run = 0.f;
-        int chosen = -1;
-        for (int c = 0; c < (int)blockDim.x && chosen < 0; c++)
-        {
-            if (run + chunk_mass[c] <= goal) { run += chunk_mass[c]; continue; }
-            const int b = c * chunk, e = min(vocab, b + chunk);
-            for (int j = b; j < e; j++)
-            {
-                const float p = expf((row[j] - mx) * inv_t);
-                if (p < tau) continue;
-                run += p;
-                if (run > goal) { chosen = j; break; }
-            }
-        }
-        for (int j = vocab - 1; j >= 0 && chosen < 0; j--)
-            if (expf((row[j] - mx) * inv_t) >= tau) chosen = j;
-        out[blockIdx.x] = chosen >= 0 ? chosen : 0;
-    }
+        out[blockIdx.x] = smp_pick(row, vocab, mx, inv_t, tau, chunk, chunk_mass, sr_uniform(seed, slots[blockIdx.x], positions[blockIdx.x] + 1));
 }
 LORI_KERNEL(sample_rows)
