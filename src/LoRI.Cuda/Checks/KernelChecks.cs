@@ -806,19 +806,8 @@ public static class KernelChecks
         var rdk = new float[k.Length];
         var rdv = new float[v.Length];
         LoRI.Backend.Cpu.CpuOps.AttentionBackward(q, k, v, rl, dyv, b, t, heads, kvh, hd, rdq, rdk, rdv);
-        var tq = c.Up(q, DType.F32, n, heads * hd);
-        var tk = c.Up(k, DType.F32, n, kvh * hd);
-        var tv = c.Up(v, DType.F32, n, kvh * hd);
-        var tdy = c.Up(dyv, DType.F32, n, heads * hd);
-        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
-        var tl = c.Device.Allocate(DType.F32, n, heads);
-        var tdq = c.Device.Allocate(DType.F32, n, heads * hd);
-        var tdk = c.Device.Allocate(DType.F32, n, kvh * hd);
-        var tdv = c.Device.Allocate(DType.F32, n, kvh * hd);
-        c.Own(ty, tl, tdq, tdk, tdv);
-        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
-        c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv);
-        c.Timed = () => c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv);
+        var (tdq, tdk, tdv, backward) = TrainAttentionOnDevice(c, q, k, v, dyv, b, t, heads, kvh, hd);
+        c.Timed = backward;
         // sums over up to t positions and the group's heads of products of order 1
         return Tolerance.Compare(c.Get(tdq), rdq, 2e-5f, 1e-4f)
             .And(Tolerance.Compare(c.Get(tdk), rdk, 2e-5f, 1e-4f))
@@ -904,20 +893,9 @@ public static class KernelChecks
                 }
         var tol = Tolerance.Bf16AttentionBackward((float)scale, (float)maxDp, (float)mass.Max(), MaxAbs(q), MaxAbs(k), MaxAbs(dyv));
 
-        var tq = c.Up(q, DType.F32, n, heads * hd);
-        var tk = c.Up(k, DType.F32, n, kvh * hd);
-        var tv = c.Up(v, DType.F32, n, kvh * hd);
-        var tdy = c.Up(dyv, DType.F32, n, heads * hd);
-        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
-        var tl = c.Device.Allocate(DType.F32, n, heads);
-        var tdq = c.Device.Allocate(DType.F32, n, heads * hd);
-        var tdk = c.Device.Allocate(DType.F32, n, kvh * hd);
-        var tdv = c.Device.Allocate(DType.F32, n, kvh * hd);
-        c.Own(ty, tl, tdq, tdk, tdv);
-        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
-        c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv);
+        var (tdq, tdk, tdv, backward) = TrainAttentionOnDevice(c, q, k, v, dyv, b, t, heads, kvh, hd);
         ExpectKernel(c, $"flash_attention_tc_backward_dkdv_d{hd}");
-        c.Timed = () => c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv);
+        c.Timed = backward;
         return Tolerance.Compare(c.Get(tdq), rdq, tol.Dq, 1e-4f)
             .And(Tolerance.Compare(c.Get(tdk), rdk, tol.Dk, 1e-4f))
             .And(Tolerance.Compare(c.Get(tdv), rdv, tol.Dv, 1e-4f));
@@ -1239,6 +1217,29 @@ public static class KernelChecks
         c.Device.LoraGradB(tdy, tu, tm, scale, tdb);
         c.Timed = () => c.Device.LoraGradB(tdy, tu, tm, scale, tdb);
         return Tolerance.Compare(c.Get(tdb), ToFloat(expected), 1e-5f, 1e-5f);
+    }
+
+    /// <summary>
+    /// Uploads q, k, v, dy of a training batch, runs the attention forward (with lse) and backward on the device, and
+    /// returns dq, dk, dv with the backward call for timing.
+    /// </summary>
+    private static (Tensor Dq, Tensor Dk, Tensor Dv, Action Backward) TrainAttentionOnDevice(CheckContext c, float[] q, float[] k, float[] v,
+                                                                                            float[] dy, int b, int t, int heads, int kvh, int hd)
+    {
+        int n = b * t;
+        var tq = c.Up(q, DType.F32, n, heads * hd);
+        var tk = c.Up(k, DType.F32, n, kvh * hd);
+        var tv = c.Up(v, DType.F32, n, kvh * hd);
+        var tdy = c.Up(dy, DType.F32, n, heads * hd);
+        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tl = c.Device.Allocate(DType.F32, n, heads);
+        var tdq = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tdk = c.Device.Allocate(DType.F32, n, kvh * hd);
+        var tdv = c.Device.Allocate(DType.F32, n, kvh * hd);
+        c.Own(ty, tl, tdq, tdk, tdv);
+        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv);
+        return (tdq, tdk, tdv, () => c.Device.AttentionBackward(tq, tk, tv, ty, tl, tdy, b, t, heads, kvh, hd, tdq, tdk, tdv));
     }
 
     /// <summary>dTable[ids[i]] += dy[i] with repeated ids, against the CPU backend's scatter-add.</summary>
