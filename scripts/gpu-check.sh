@@ -105,6 +105,10 @@ case "$mode" in
       tail -5 "$out/selftest.log"
     fi
     if [ "$mode" != check ]; then
+      # cuBLAS for the GEMM baseline: the CUDA toolkit's, or the one PyTorch's wheels bring (not on the loader's path)
+      for d in /usr/local/cuda/lib64 $(python3 -c "import nvidia.cublas; print(list(nvidia.cublas.__path__)[0] + '/lib')" 2>/dev/null); do
+        if [ -d "$d" ]; then export LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; fi
+      done
       # benchmarks at Llama-3-8B shapes on a random model built on the device (LoRI.Cuda.Bench.GpuBench)
       timeout 330 "$dir/bin/LoRI.Runner" bench-gpu --device cuda --shapes llama3-8b --out "$out/bench.json" > "$out/bench.log" 2>&1
       echo "bench-gpu exit code $?" >> "$out/bench.log"
