@@ -358,6 +358,7 @@ public sealed class TrainingGraph : IDisposable
         int n = batch.Size * batch.SeqLen;
         if (n > _maxTokens) throw new ArgumentException($"a batch of {batch.Size} x {batch.SeqLen} tokens exceeds the graph's {_maxTokens}");
         int L = _c.NumLayers, H = _c.NumHeads, KH = _c.NumKvHeads, hd = _c.HeadDim;
+        CheckIds(batch, n);
         var v = ViewsFor(n);
         _be.Upload<int>(batch.Tokens.AsSpan(0, n), v.Ids);
         _be.Upload<int>(batch.Positions.AsSpan(0, n), v.Pos);
@@ -416,6 +417,22 @@ public sealed class TrainingGraph : IDisposable
         }
         if (full) _ops.EmbeddingBackward(v.Ids, v.Dx, GradOf(_embed)!);
         return loss;
+    }
+
+    /// <summary>
+    /// Token ids and targets inside the vocabulary, checked on the host before they reach the backend (a device
+    /// would turn a bad id into NaN rows, not an error).
+    /// </summary>
+    private void CheckIds(Batch batch, int n)
+    {
+        int vocab = _c.VocabSize;
+        for (int i = 0; i < n; i++)
+        {
+            if ((uint)batch.Tokens[i] >= (uint)vocab)
+                throw new ArgumentOutOfRangeException(nameof(batch), $"token id {batch.Tokens[i]} at row {i} is outside the vocabulary [0, {vocab})");
+            if (batch.Targets[i] >= vocab)
+                throw new ArgumentOutOfRangeException(nameof(batch), $"target {batch.Targets[i]} at row {i} is outside the vocabulary [0, {vocab})");
+        }
     }
 
     /// <summary>y = x W^T (+ s (x A^T) B^T, keeping u = x A^T).</summary>

@@ -190,4 +190,16 @@ public class CudaTrainingTests
                 for (int i = 0; i < prm.Value.Length; i++)
                     if (!prm.Mask![i]) Assert.That(prm.Value[i], Is.EqualTo(p.Cpu.Params.Single(q => q.Name == prm.Name).Value[i]), "masked entries never move");
     }
+
+    [Test]
+    public void OutOfVocabularyIds_AreAnErrorOnBothBackends()
+    {
+        using var p = new Pair(TrainMethod.LoriD);
+        var bad = new Batch([new TrainingExample([3, 17, 97, 8], PromptLength: 1, Line: 1)], padId: 0, LossReduction.SumTokensMeanSequences);
+        foreach (var g in new[] { p.Cpu, p.Dev })
+        {
+            var e = Assert.Throws<ArgumentOutOfRangeException>(() => g.Run(bad))!;
+            Assert.That(e.Message, Does.Contain("97").And.Contain("[0, 97)"));
+        }
+    }
 }
