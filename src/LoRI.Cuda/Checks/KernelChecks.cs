@@ -772,20 +772,8 @@ public static class KernelChecks
         var (b, t, heads, kvh, hd) = shape;
         int n = b * t;
         c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}");
-        var q = c.Random(n * heads * hd, 1f);
-        var k = c.Random(n * kvh * hd, 1f);
-        var v = c.Random(n * kvh * hd, 1f);
-        var ry = new float[q.Length];
-        var rl = new float[n * heads];
-        LoRI.Backend.Cpu.CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, ry, rl);
-        var tq = c.Up(q, DType.F32, n, heads * hd);
-        var tk = c.Up(k, DType.F32, n, kvh * hd);
-        var tv = c.Up(v, DType.F32, n, kvh * hd);
-        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
-        var tl = c.Device.Allocate(DType.F32, n, heads);
-        c.Own(ty, tl);
-        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
-        c.Timed = () => c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        var (q, k, v, ry, rl) = TrainAttentionReference(c, b, t, heads, kvh, hd, bf16Values: false);
+        var (ty, tl) = TrainAttentionForwardOnDevice(c, q, k, v, b, t, heads, kvh, hd);
         return Tolerance.Compare(c.Get(ty), ry, 1e-5f, 1e-4f).And(Tolerance.Compare(c.Get(tl), rl, 1e-5f, 1e-5f));
     }
 
@@ -795,13 +783,8 @@ public static class KernelChecks
         var (b, t, heads, kvh, hd) = shape;
         int n = b * t;
         c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}");
-        var q = c.Random(n * heads * hd, 1f);
-        var k = c.Random(n * kvh * hd, 1f);
-        var v = c.Random(n * kvh * hd, 1f);
+        var (q, k, v, _, rl) = TrainAttentionReference(c, b, t, heads, kvh, hd, bf16Values: false);
         var dyv = c.Random(n * heads * hd, 1f);
-        var ry = new float[q.Length];
-        var rl = new float[n * heads];
-        LoRI.Backend.Cpu.CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, ry, rl);
         var rdq = new float[q.Length];
         var rdk = new float[k.Length];
         var rdv = new float[v.Length];
@@ -828,21 +811,9 @@ public static class KernelChecks
         var (b, t, heads, kvh, hd) = shape;
         int n = b * t;
         c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}, {(bf16Inputs ? "bf16-valued" : "fp32")} inputs, tensor cores");
-        var q = bf16Inputs ? Bf16Values(c, n * heads * hd) : c.Random(n * heads * hd, 1f);
-        var k = bf16Inputs ? Bf16Values(c, n * kvh * hd) : c.Random(n * kvh * hd, 1f);
-        var v = bf16Inputs ? Bf16Values(c, n * kvh * hd) : c.Random(n * kvh * hd, 1f);
-        var ry = new float[q.Length];
-        var rl = new float[n * heads];
-        CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, ry, rl);
-        var tq = c.Up(q, DType.F32, n, heads * hd);
-        var tk = c.Up(k, DType.F32, n, kvh * hd);
-        var tv = c.Up(v, DType.F32, n, kvh * hd);
-        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
-        var tl = c.Device.Allocate(DType.F32, n, heads);
-        c.Own(ty, tl);
-        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        var (q, k, v, ry, rl) = TrainAttentionReference(c, b, t, heads, kvh, hd, bf16Inputs);
+        var (ty, tl) = TrainAttentionForwardOnDevice(c, q, k, v, b, t, heads, kvh, hd);
         ExpectKernel(c, $"flash_attention_tc_forward_d{hd}");
-        c.Timed = () => c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
         // the log-sum-exp is fp32 on exact scores for bf16 inputs (unrounded P in the sum); staged scores move it by at most their own error
         float ds = bf16Inputs ? 0 : Tolerance.Bf16StagedScoreError(MaxAbs(q), MaxAbs(k), hd);
         float yTol = bf16Inputs ? Tolerance.Bf16AttentionForward(MaxAbs(v)) : Tolerance.Bf16AttentionForwardStaged(MaxAbs(v), ds);
@@ -859,13 +830,8 @@ public static class KernelChecks
         var (b, t, heads, kvh, hd) = shape;
         int n = b * t, group = heads / kvh;
         c.Note($"{b} sequences of {t}, {heads}/{kvh} heads of {hd}, tensor cores");
-        var q = Bf16Values(c, n * heads * hd);
-        var k = Bf16Values(c, n * kvh * hd);
-        var v = Bf16Values(c, n * kvh * hd);
+        var (q, k, v, ry, rl) = TrainAttentionReference(c, b, t, heads, kvh, hd, bf16Values: true);
         var dyv = Bf16Values(c, n * heads * hd);
-        var ry = new float[q.Length];
-        var rl = new float[n * heads];
-        CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, ry, rl);
         var rdq = new float[q.Length];
         var rdk = new float[k.Length];
         var rdv = new float[v.Length];
@@ -1217,6 +1183,36 @@ public static class KernelChecks
         c.Device.LoraGradB(tdy, tu, tm, scale, tdb);
         c.Timed = () => c.Device.LoraGradB(tdy, tu, tm, scale, tdb);
         return Tolerance.Compare(c.Get(tdb), ToFloat(expected), 1e-5f, 1e-5f);
+    }
+
+    /// <summary>Random q, k, v of a training batch (bf16 values, or any fp32) and the CPU's forward output and lse on them.</summary>
+    private static (float[] Q, float[] K, float[] V, float[] Y, float[] Lse) TrainAttentionReference(CheckContext c, int b, int t, int heads,
+                                                                                                     int kvh, int hd, bool bf16Values)
+    {
+        int n = b * t;
+        float[] Values(int count) => bf16Values ? Bf16Values(c, count) : c.Random(count, 1f);
+        var q = Values(n * heads * hd);
+        var k = Values(n * kvh * hd);
+        var v = Values(n * kvh * hd);
+        var y = new float[q.Length];
+        var lse = new float[n * heads];
+        CpuOps.AttentionForwardWithLse(q, k, v, b, t, heads, kvh, hd, y, lse);
+        return (q, k, v, y, lse);
+    }
+
+    /// <summary>The training attention forward on the device (timed by the check): its output and lse.</summary>
+    private static (Tensor Y, Tensor Lse) TrainAttentionForwardOnDevice(CheckContext c, float[] q, float[] k, float[] v, int b, int t, int heads, int kvh, int hd)
+    {
+        int n = b * t;
+        var tq = c.Up(q, DType.F32, n, heads * hd);
+        var tk = c.Up(k, DType.F32, n, kvh * hd);
+        var tv = c.Up(v, DType.F32, n, kvh * hd);
+        var ty = c.Device.Allocate(DType.F32, n, heads * hd);
+        var tl = c.Device.Allocate(DType.F32, n, heads);
+        c.Own(ty, tl);
+        c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        c.Timed = () => c.Device.AttentionForwardWithLse(tq, tk, tv, b, t, heads, kvh, hd, ty, tl);
+        return (ty, tl);
     }
 
     /// <summary>

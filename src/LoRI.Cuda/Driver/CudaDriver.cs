@@ -272,9 +272,7 @@ public sealed unsafe class CudaDriver : ICudaDriver
                                           ReadOnlySpan<uint> boxDims, ReadOnlySpan<uint> elementStrides, TensorMapSwizzle swizzle,
                                           TensorMapL2Promotion l2Promotion, TensorMapOobFill oobFill)
     {
-        if (globalDims.Length is < 1 or > 5 || boxDims.Length != globalDims.Length || elementStrides.Length != globalDims.Length
-            || globalStrides.Length != globalDims.Length - 1)
-            throw new ArgumentException($"tensor map: rank {globalDims.Length} with {globalStrides.Length} strides, {boxDims.Length} box and {elementStrides.Length} element-stride values");
+        TensorMap.CheckRank(globalDims.Length, globalStrides.Length, boxDims.Length, elementStrides.Length);
         // the map must be written to 64-byte aligned memory
         var raw = stackalloc byte[128 + 64];
         var map = (TensorMap*)(((nint)raw + 63) & ~(nint)63);

@@ -12,6 +12,13 @@ namespace LoRI.Cuda.Driver;
 public unsafe struct TensorMap
 {
     public fixed ulong Words[16];
+
+    /// <summary>The argument counts cuTensorMapEncodeTiled takes: rank 1..5, one stride fewer than dims, one box and element stride per dim.</summary>
+    internal static void CheckRank(int dims, int strides, int box, int elementStrides)
+    {
+        if (dims is < 1 or > 5 || box != dims || elementStrides != dims || strides != dims - 1)
+            throw new ArgumentException($"tensor map: rank {dims} with {strides} strides, {box} box and {elementStrides} element-stride values");
+    }
 }
 
 /// <summary>CUtensorMapDataType values we use.</summary>
